@@ -1,0 +1,361 @@
+"""TrafficGraph: the block-level spike-traffic graph every later stage works on.
+
+A graph holds, per block, the resources it needs from a core and the config-register
+entries it occupies, and, per directed block pair, the axons and expected spikes per
+time step between them. Everything is numpy / scipy.sparse so graphs with a million
+blocks stay cheap. Nothing here imports nengo-loihi: graphs can be synthetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from partitioner.errors import ExtractionError
+from partitioner.hardware import CoreLimits
+
+__all__ = ["TrafficGraph", "CONFIG_KINDS", "RESOURCES"]
+
+#: Additive per-block resources, the columns of `TrafficGraph.resources`.
+RESOURCES = CoreLimits.RESOURCES
+#: Config-register tables; ``synapse_cfgs_shared`` holds the formats a block's
+#: synapses take when the block sits at a compartment offset above 0.
+CONFIG_KINDS = (
+    "compartment_cfgs",
+    "vth_cfgs",
+    "synapse_cfgs",
+    "synapse_cfgs_shared",
+    "stdp_pre_cfgs",
+)
+
+
+def _empty_csr(n_rows, n_cols, dtype=np.float64):
+    return sp.csr_matrix((n_rows, n_cols), dtype=dtype)
+
+
+@dataclass(eq=False)
+class TrafficGraph:
+    """Blocks, their core resources and the spike traffic between them.
+
+    Block ``i`` of the graph is ``model.blocks[i]`` of the nengo-loihi model it was
+    extracted from (same order).
+
+    Attributes
+    ----------
+    labels : list of str
+        Block labels.
+    sources : list of str
+        The nengo object each block came from, for messages.
+    resources : (n_blocks, 4) int64 ndarray
+        Columns ``RESOURCES``: compartments, input axon (synapse map) entries, output
+        axon entries as ``build_axon`` creates them, synapse bits in the block's own
+        synapse formats (as at compartment offset 0).
+    shared_synapse_bits : (n_blocks,) int64 ndarray
+        Synapse bits when the block sits at a compartment offset above 0, where its
+        synapse formats are widened to address the whole core.
+    configs : dict of str -> scipy.sparse.csr_matrix
+        For each of ``CONFIG_KINDS``, a boolean (n_blocks, n_keys) matrix: which
+        distinct register entries each block needs.
+    core_key : (n_blocks,) int64 ndarray
+        Id of (vmin, vmax); blocks sharing a core must have equal ids.
+    noise_key : (n_blocks,) int64 ndarray
+        Id of (noise_exp, noise_offset, noise_at_membrane), or -1 where no compartment
+        of the block has noise enabled (the setting is then inert, and the block may
+        join a core with any noise setting).
+    learning : (n_blocks,) bool ndarray
+        Block has learning synapses; such a block needs a core of its own.
+    pop_sender : (n_blocks,) bool ndarray
+        Block sends population (pop16/pop32) axons; it needs a core of its own.
+    pop16_in_limit : (n_blocks,) int64 ndarray
+        0 when the block receives no pop16 axons; else the number of synapse map ids a
+        core may use up to and including this block's synapses (``2**axon_bits``).
+    axons : scipy.sparse.csr_matrix (n_blocks, n_blocks)
+        Axons from source block (row) to target block (column), self-loops removed.
+    spikes : scipy.sparse.csr_matrix (n_blocks, n_blocks)
+        Expected spikes per time step on the same edges.
+    input_labels : list of str
+        Host inputs (spike inputs into the chip).
+    input_axons, input_spikes : scipy.sparse.csr_matrix (n_inputs, n_blocks)
+        Axons and spikes per step from each host input into blocks.
+    dt : float
+        Simulation time step in seconds.
+    rates : str
+        Where ``spikes`` came from: ``"axons"`` (every axon active each step),
+        ``"ensemble_rates"``, ``"measured"`` or ``"synthetic"``.
+    """
+
+    labels: list
+    sources: list
+    resources: np.ndarray
+    shared_synapse_bits: np.ndarray
+    configs: dict
+    core_key: np.ndarray
+    noise_key: np.ndarray
+    learning: np.ndarray
+    pop_sender: np.ndarray
+    pop16_in_limit: np.ndarray
+    axons: sp.csr_matrix
+    spikes: sp.csr_matrix
+    input_labels: list = field(default_factory=list)
+    input_axons: sp.csr_matrix = None
+    input_spikes: sp.csr_matrix = None
+    dt: float = 0.001
+    rates: str = "axons"
+
+    def __post_init__(self):
+        n = len(self.labels)
+        self.resources = np.asarray(self.resources, dtype=np.int64).reshape(n, len(RESOURCES))
+        self.shared_synapse_bits = np.asarray(self.shared_synapse_bits, dtype=np.int64)
+        for name in ("core_key", "noise_key", "pop16_in_limit"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
+        self.learning = np.asarray(self.learning, dtype=bool)
+        self.pop_sender = np.asarray(self.pop_sender, dtype=bool)
+        self.axons = sp.csr_matrix(self.axons, shape=(n, n), dtype=np.float64)
+        self.spikes = sp.csr_matrix(self.spikes, shape=(n, n), dtype=np.float64)
+        n_in = len(self.input_labels)
+        if self.input_axons is None:
+            self.input_axons = _empty_csr(n_in, n)
+        if self.input_spikes is None:
+            self.input_spikes = _empty_csr(n_in, n)
+        self.input_axons = sp.csr_matrix(self.input_axons, shape=(n_in, n), dtype=np.float64)
+        self.input_spikes = sp.csr_matrix(self.input_spikes, shape=(n_in, n), dtype=np.float64)
+        for kind in CONFIG_KINDS:
+            mat = self.configs.get(kind)
+            if mat is None:
+                mat = _empty_csr(n, 0, dtype=bool)
+            self.configs[kind] = sp.csr_matrix(mat, dtype=bool)
+        self._check_shapes()
+
+    def _check_shapes(self):
+        n = self.n_blocks
+        arrays = {
+            "sources": len(self.sources),
+            "shared_synapse_bits": len(self.shared_synapse_bits),
+            "core_key": len(self.core_key),
+            "noise_key": len(self.noise_key),
+            "learning": len(self.learning),
+            "pop_sender": len(self.pop_sender),
+            "pop16_in_limit": len(self.pop16_in_limit),
+        }
+        arrays.update({f"configs[{k}]": m.shape[0] for k, m in self.configs.items()})
+        bad = {k: v for k, v in arrays.items() if v != n}
+        if bad:
+            raise ExtractionError(
+                f"TrafficGraph has {n} blocks but these fields have other lengths: {bad}. "
+                f"Give every per-block field one entry per block."
+            )
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_blocks(self):
+        """Number of blocks."""
+        return len(self.labels)
+
+    @property
+    def n_inputs(self):
+        """Number of host inputs."""
+        return len(self.input_labels)
+
+    def resource(self, name):
+        """One resource column by name (``"compartments"``, ``"in_axons"``, ...)."""
+        return self.resources[:, RESOURCES.index(name)]
+
+    @property
+    def compartments(self):
+        """Compartments per block."""
+        return self.resource("compartments")
+
+    @property
+    def alone(self):
+        """Blocks that need a core of their own (learning or population senders)."""
+        return self.learning | self.pop_sender
+
+    def core_fraction(self, limits=None):
+        """Largest fraction of any additive core resource each block needs.
+
+        Parameters
+        ----------
+        limits : CoreLimits, optional
+            Core limits; Loihi 1 defaults if omitted.
+
+        Returns
+        -------
+        (n_blocks,) float ndarray
+            1.0 for blocks that need a whole core (see `alone`).
+        """
+        limits = CoreLimits() if limits is None else limits
+        frac = (self.resources / limits.capacity_vector()).max(axis=1)
+        return np.where(self.alone, 1.0, frac)
+
+    # --------------------------------------------------------------- traffic
+    def traffic(self, weight="spikes"):
+        """Directed traffic matrix, ``"spikes"`` (per step) or ``"axons"``."""
+        if weight not in ("spikes", "axons"):
+            raise ValueError(f"weight must be 'spikes' or 'axons', not {weight!r}")
+        return self.spikes if weight == "spikes" else self.axons
+
+    def symmetric_traffic(self, weight="spikes"):
+        """Undirected traffic ``W + W.T`` as CSR, diagonal removed."""
+        w = self.traffic(weight)
+        sym = (w + w.T).tocsr()
+        sym.setdiag(0)
+        sym.eliminate_zeros()
+        return sym
+
+    def edge_arrays(self, weight="spikes"):
+        """Directed edges as ``(sources, targets, values)`` int/int/float arrays."""
+        coo = self.traffic(weight).tocoo()
+        return coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+
+    def heaviest_edges(self, k=10, weight="spikes"):
+        """The ``k`` heaviest directed edges, heaviest first.
+
+        Returns
+        -------
+        list of (int, int, float, float)
+            ``(source, target, spikes_per_step, axons)`` tuples.
+        """
+        src, dst, val = self.edge_arrays(weight)
+        order = np.argsort(-val, kind="stable")[:k]
+        axons = np.asarray(self.axons[src[order], dst[order]]).ravel()
+        spikes = np.asarray(self.spikes[src[order], dst[order]]).ravel()
+        return [
+            (int(src[o]), int(dst[o]), float(s), float(a))
+            for o, s, a in zip(order, spikes, axons)
+        ]
+
+    def total_axons(self):
+        """Sum of block-to-block axons (self-loops excluded)."""
+        return float(self.axons.sum())
+
+    # ----------------------------------------------------------- identity
+    def fingerprint(self):
+        """A stable hash of the blocks and edges, used to tie plans to a model."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.labels).encode())
+        h.update(np.ascontiguousarray(self.resources).tobytes())
+        ax = self.axons.tocsr()
+        ax.sort_indices()
+        for arr in (ax.indptr, ax.indices, ax.data):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------- export
+    def to_networkx(self):
+        """A `networkx.DiGraph`: block nodes ``0..n-1`` and host input nodes.
+
+        Block nodes carry ``kind="block"``, ``label``, ``source`` and each resource;
+        input nodes are ``("input", k)`` with ``kind="input"``. Edges carry ``axons``
+        and ``spikes`` (per step).
+        """
+        import networkx as nx
+
+        g = nx.DiGraph(dt=self.dt, rates=self.rates)
+        for i in range(self.n_blocks):
+            attrs = {name: int(self.resources[i, j]) for j, name in enumerate(RESOURCES)}
+            g.add_node(
+                i, kind="block", label=self.labels[i], source=self.sources[i],
+                learning=bool(self.learning[i]), pop_sender=bool(self.pop_sender[i]),
+                **attrs,
+            )
+        src, dst, spikes = self.edge_arrays("spikes")
+        axons = np.asarray(self.axons[src, dst]).ravel()
+        g.add_edges_from(
+            (int(s), int(d), {"spikes": float(w), "axons": float(a)})
+            for s, d, w, a in zip(src, dst, spikes, axons)
+        )
+        for k, label in enumerate(self.input_labels):
+            g.add_node(("input", k), kind="input", label=label)
+        coo = self.input_axons.tocoo()
+        in_spikes = self.input_spikes.tocsr()
+        for k, j, a in zip(coo.row, coo.col, coo.data):
+            g.add_edge(("input", int(k)), int(j), axons=float(a),
+                       spikes=float(in_spikes[k, j]))
+        return g
+
+    def to_dict(self):
+        """A JSON-serializable dict (see `from_dict`)."""
+
+        def csr(m):
+            m = m.tocsr()
+            return {
+                "shape": list(m.shape),
+                "indptr": m.indptr.tolist(),
+                "indices": m.indices.tolist(),
+                "data": m.data.tolist(),
+            }
+
+        return {
+            "format": "loihi-partitioner.traffic-graph",
+            "version": 1,
+            "fingerprint": self.fingerprint(),
+            "labels": list(self.labels),
+            "sources": list(self.sources),
+            "resource_names": list(RESOURCES),
+            "resources": self.resources.tolist(),
+            "shared_synapse_bits": self.shared_synapse_bits.tolist(),
+            "configs": {k: csr(m.astype(np.int8)) for k, m in self.configs.items()},
+            "core_key": self.core_key.tolist(),
+            "noise_key": self.noise_key.tolist(),
+            "learning": self.learning.tolist(),
+            "pop_sender": self.pop_sender.tolist(),
+            "pop16_in_limit": self.pop16_in_limit.tolist(),
+            "axons": csr(self.axons),
+            "spikes": csr(self.spikes),
+            "input_labels": list(self.input_labels),
+            "input_axons": csr(self.input_axons),
+            "input_spikes": csr(self.input_spikes),
+            "dt": self.dt,
+            "rates": self.rates,
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a graph written by `to_dict`."""
+        if data.get("format") != "loihi-partitioner.traffic-graph":
+            raise ExtractionError(
+                "Not a traffic graph file (missing format 'loihi-partitioner.traffic-graph'). "
+                "Write graphs with TrafficGraph.to_json()."
+            )
+
+        def csr(d, dtype=np.float64):
+            return sp.csr_matrix(
+                (np.asarray(d["data"], dtype=dtype), np.asarray(d["indices"], dtype=np.int64),
+                 np.asarray(d["indptr"], dtype=np.int64)),
+                shape=tuple(d["shape"]),
+            )
+
+        return cls(
+            labels=data["labels"],
+            sources=data["sources"],
+            resources=np.asarray(data["resources"], dtype=np.int64),
+            shared_synapse_bits=data["shared_synapse_bits"],
+            configs={k: csr(v, dtype=bool) for k, v in data["configs"].items()},
+            core_key=data["core_key"],
+            noise_key=data["noise_key"],
+            learning=data["learning"],
+            pop_sender=data["pop_sender"],
+            pop16_in_limit=data["pop16_in_limit"],
+            axons=csr(data["axons"]),
+            spikes=csr(data["spikes"]),
+            input_labels=data["input_labels"],
+            input_axons=csr(data["input_axons"]),
+            input_spikes=csr(data["input_spikes"]),
+            dt=data["dt"],
+            rates=data["rates"],
+        )
+
+    def to_json(self, path):
+        """Write the graph to a JSON file."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f)
+
+    @classmethod
+    def from_json(cls, path):
+        """Read a graph written by `to_json`."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))

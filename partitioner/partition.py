@@ -1,0 +1,230 @@
+"""`partition`: TrafficGraph -> Plan, the engine behind `MinCutAllocator`.
+
+It finds the fewest chips the model fits (starting from the proven lower bound),
+runs the chosen strategy, refines the result, and places chips on the board mesh.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from partitioner.errors import InfeasibleError, PartitionerError
+from partitioner.hardware import get_board
+from partitioner.packing import BlockKeys, check_blocks, effective_size
+from partitioner.plan import Plan
+from partitioner.strategies import greedy, metis
+from partitioner.strategies.common import Context, interchip_spikes
+from partitioner.strategies.refine import consolidate, refine
+
+__all__ = ["partition", "STRATEGIES", "OBJECTIVES"]
+
+#: Strategy name -> function ``(ctx, n_chips) -> Packed or None``.
+STRATEGIES = {
+    "metis": metis.metis,
+    "first-fit": greedy.first_fit,
+    "metis-first-fit": greedy.metis_first_fit,
+}
+#: What a plan can minimize.
+OBJECTIVES = ("spikes", "max_link", "chips")
+
+
+def register_strategy(name, func):
+    """Make ``func(ctx, n_chips) -> Packed or None`` available as ``strategy=name``."""
+    STRATEGIES[name] = func
+
+
+def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
+              objective="spikes", pins=None, spread=False, refine_plan=None,
+              progress=False, **options):
+    """Place every block of ``graph`` on a core and every core on a chip.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+        Blocks and traffic (`partitioner.extract`).
+    n_chips : int, optional
+        Most chips to use (default: the board's). The plan uses the fewest chips that
+        fit, unless ``spread`` is set.
+    board : str or BoardSpec
+        Target board (``"kapoho_bay"``, ``"nahuku8"``, ``"nahuku32"``,
+        ``"pohoiki_beach"``, ``"pohoiki_springs"``).
+    strategy : str
+        A key of `STRATEGIES`: ``"metis"`` (default), ``"ilp"`` (CP-SAT, if
+        available), or the baselines ``"first-fit"`` and ``"metis-first-fit"``.
+    seed : int
+        Seed for METIS and any randomized step; same seed, same plan.
+    objective : {"spikes", "max_link", "chips"}
+        Minimize inter-chip spikes per step (default), the busiest chip-to-chip link,
+        or only the number of chips.
+    pins : dict, optional
+        ``{block_index: chip}``: blocks that must go on a given chip.
+    spread : bool
+        Use exactly ``n_chips`` chips, balancing load, instead of the fewest.
+    refine_plan : bool, optional
+        Run local search after the strategy (default: on for every strategy except
+        the first-fit baselines).
+    progress : bool
+        Report each stage on stderr.
+    **options
+        Passed to the strategy (e.g. ``time_limit`` for ``"ilp"``).
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    BlockTooLargeError
+        A block alone breaks a core rule.
+    InfeasibleError
+        The model does not fit ``n_chips`` chips of ``board``.
+    """
+    t0 = time.perf_counter()
+    board = get_board(board)
+    _load_optional_strategies()
+    if strategy not in STRATEGIES:
+        raise PartitionerError(
+            f"Unknown strategy {strategy!r}. Choose one of {', '.join(sorted(STRATEGIES))}."
+        )
+    if objective not in OBJECTIVES:
+        raise PartitionerError(
+            f"Unknown objective {objective!r}. Choose one of {', '.join(OBJECTIVES)}."
+        )
+    max_chips = board.n_chips if n_chips is None else int(n_chips)
+    if not 1 <= max_chips <= board.n_chips:
+        raise InfeasibleError(
+            f"n_chips={n_chips} is not possible on {board.name}, which has "
+            f"{board.n_chips} chips. Use 1 to {board.n_chips} chips or a larger board."
+        )
+    limits = board.limits
+    check_blocks(graph, limits)
+    pins = _check_pins(pins, graph, max_chips)
+    weight = "axons" if objective == "chips" else "spikes"
+    ctx = Context(
+        graph=graph, board=board, limits=limits, keys=BlockKeys(graph),
+        traffic=graph.symmetric_traffic(weight), sizes=effective_size(graph, limits),
+        pins=pins, seed=int(seed),
+    )
+    say = _reporter(progress)
+    first = _first_chip_count(graph, board, pins, max_chips, spread)
+    packed, k = _search_chip_count(ctx, STRATEGIES[strategy], first, max_chips, say,
+                                   options)
+    do_refine = refine_plan if refine_plan is not None else not strategy.endswith("first-fit")
+    if do_refine and objective != "chips" and k > 1:
+        moved = refine(packed, ctx)
+        say(f"refinement moved {moved} blocks")
+    removed = consolidate(packed)
+    say(f"consolidation freed {removed} cores")
+    packed.compact_chips()
+
+    block_chip = packed.block_chip()
+    plan = Plan.from_assignment(
+        packed.block_core, packed.core_chip, order=_packed_order(packed),
+        board=board.name, fingerprint=graph.fingerprint(), strategy=strategy,
+        objective=objective, seed=int(seed),
+    )
+    plan.chip_position = _place(plan, graph, board, options)
+    plan.objective_value = _objective_value(graph, plan, board, objective, block_chip)
+    info = getattr(packed, "info", None) or {}
+    plan.bound, plan.gap = info.get("bound"), info.get("gap")
+    if plan.n_chips == 1 and objective == "spikes":
+        plan.bound, plan.gap = 0.0, 0.0
+    plan.info.update({k_: v for k_, v in info.items() if k_ not in ("bound", "gap")})
+    plan.runtime_s = time.perf_counter() - t0
+    say(f"{plan.n_cores} cores on {plan.n_chips} chips in {plan.runtime_s:.2f} s")
+    return plan
+
+
+def _load_optional_strategies():
+    """Register strategies whose modules need optional solvers (CP-SAT)."""
+    if "ilp" not in STRATEGIES:
+        try:
+            from partitioner.strategies import ilp
+        except ImportError:  # pragma: no cover - ortools is a dependency
+            return
+        register_strategy("ilp", ilp.ilp)
+
+
+def _reporter(progress):
+    if not progress:
+        return lambda msg: None
+    return lambda msg: print(f"[partitioner] {msg}", file=sys.stderr, flush=True)
+
+
+def _check_pins(pins, graph, max_chips):
+    pins = dict(pins or {})
+    for block, chip in pins.items():
+        if not 0 <= int(block) < graph.n_blocks:
+            raise PartitionerError(
+                f"Pinned block {block} does not exist (the model has {graph.n_blocks} "
+                f"blocks)."
+            )
+        if not 0 <= int(chip) < max_chips:
+            raise InfeasibleError(
+                f"Block {graph.labels[int(block)]} is pinned to chip {chip}, but only "
+                f"chips 0 to {max_chips - 1} may be used. Pin it to a lower chip or allow "
+                f"more chips."
+            )
+    return {int(b): int(c) for b, c in pins.items()}
+
+
+def _first_chip_count(graph, board, pins, max_chips, spread):
+    from partitioner.metrics import chip_lower_bound
+
+    if spread:
+        return max_chips
+    first = max(chip_lower_bound(graph, board), max(pins.values(), default=-1) + 1)
+    if first > max_chips:
+        raise InfeasibleError(
+            f"The model needs at least {first} chips (proven lower bound) but at most "
+            f"{max_chips} were allowed. Allow more chips (n_chips) or a larger board."
+        )
+    return first
+
+
+def _search_chip_count(ctx, strategy, first, max_chips, say, options):
+    """Run ``strategy`` at increasing chip counts until a plan fits."""
+    for k in range(first, max_chips + 1):
+        say(f"trying {k} chip(s)")
+        packed = strategy(ctx, k, **options)
+        if packed is not None:
+            return packed, k
+    raise InfeasibleError(
+        f"Could not place the model on {max_chips} chip(s) of {ctx.board.name} "
+        f"({ctx.graph.n_blocks} blocks). Allow more chips, use a larger board, or make "
+        f"blocks smaller (see partitioner.fit_block_shapes)."
+    )
+
+
+def _packed_order(packed):
+    """Position of each block on its core, as packing laid it out.
+
+    Packing checked the rules for exactly this order (the first block keeps its own
+    synapse formats; pop16 receivers have their ids in range), so the plan keeps it.
+    """
+    order = np.zeros(packed.block_core.size, dtype=np.int64)
+    for core in packed.cores:
+        order[core.blocks] = np.arange(len(core.blocks))
+    return order
+
+
+def _place(plan, graph, board, options):
+    """Board position of each chip (mesh placement when available)."""
+    try:
+        from partitioner.placement import place_chips
+    except ImportError:
+        return np.arange(plan.n_chips)
+    return place_chips(graph, plan, board, seed=plan.seed)
+
+
+def _objective_value(graph, plan, board, objective, block_chip):
+    if objective == "chips":
+        return float(plan.n_chips)
+    if objective == "max_link":
+        from partitioner.metrics import evaluate
+
+        return float(evaluate(graph, plan, board).max_link_load)
+    return interchip_spikes(graph, block_chip)

@@ -1,0 +1,253 @@
+"""Plan: which core each block sits on (in offset order), which chip each core is on,
+and where each chip sits on the board mesh. Saved as JSON with the model fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from partitioner.errors import PlanError
+
+__all__ = ["Plan"]
+
+PLAN_FORMAT = "loihi-partitioner.plan"
+
+
+@dataclass(eq=False)
+class Plan:
+    """A block -> core -> chip -> board-position assignment.
+
+    Core ``c`` holds blocks ``layout[core_ptr[c]:core_ptr[c + 1]]``, in the order they
+    are laid out on the core (the first at compartment offset 0).
+
+    Attributes
+    ----------
+    layout : (n_blocks,) int64 ndarray
+        Block ids grouped by core, in on-core order.
+    core_ptr : (n_cores + 1,) int64 ndarray
+        Start of each core's run in ``layout``.
+    core_chip : (n_cores,) int64 ndarray
+        Chip of each core, ``0 .. n_chips - 1``.
+    chip_position : (n_chips,) int64 ndarray
+        Board mesh position (row-major index) of each chip.
+    board : str
+        Name of the board the plan targets.
+    fingerprint : str
+        `TrafficGraph.fingerprint` of the model the plan was made for.
+    strategy : str
+        Strategy that produced the plan.
+    objective : str
+        What the strategy minimized (``"spikes"``, ``"max_link"`` or ``"chips"``).
+    objective_value, bound, gap : float or None
+        Objective of the plan, best proven lower bound and relative gap
+        ``(objective - bound) / max(objective, eps)``; None where unknown.
+    runtime_s : float
+        Wall-clock time to make the plan.
+    seed : int
+        Seed the strategy used.
+    info : dict
+        Strategy-specific extras (JSON-serializable).
+    """
+
+    layout: np.ndarray
+    core_ptr: np.ndarray
+    core_chip: np.ndarray
+    chip_position: np.ndarray = None
+    board: str = "nahuku32"
+    fingerprint: str = ""
+    strategy: str = ""
+    objective: str = "spikes"
+    objective_value: float = None
+    bound: float = None
+    gap: float = None
+    runtime_s: float = 0.0
+    seed: int = 0
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.layout = np.asarray(self.layout, dtype=np.int64)
+        self.core_ptr = np.asarray(self.core_ptr, dtype=np.int64)
+        self.core_chip = np.asarray(self.core_chip, dtype=np.int64)
+        n_chips = int(self.core_chip.max()) + 1 if self.core_chip.size else 0
+        if self.chip_position is None:
+            self.chip_position = np.arange(n_chips, dtype=np.int64)
+        self.chip_position = np.asarray(self.chip_position, dtype=np.int64)
+        self._check()
+
+    def _check(self):
+        n = self.layout.size
+        if self.core_ptr.size != self.core_chip.size + 1 or (
+            self.core_ptr.size and (self.core_ptr[0] != 0 or self.core_ptr[-1] != n)
+        ):
+            raise PlanError(
+                "Plan is corrupt: core_ptr must start at 0, end at the number of blocks "
+                "and have one more entry than core_chip. Re-create the plan."
+            )
+        if np.any(np.diff(self.core_ptr) <= 0):
+            raise PlanError("Plan is corrupt: a core holds no blocks. Re-create the plan.")
+        if n and not np.array_equal(np.sort(self.layout), np.arange(n)):
+            raise PlanError(
+                "Plan is corrupt: every block must appear exactly once in the layout. "
+                "Re-create the plan."
+            )
+        if self.chip_position.size != self.n_chips or (
+            self.chip_position.size
+            and np.unique(self.chip_position).size != self.chip_position.size
+        ):
+            raise PlanError(
+                "Plan is corrupt: chip_position must give each chip its own board "
+                "position. Re-create the plan."
+            )
+
+    # ------------------------------------------------------------ builders
+    @classmethod
+    def from_assignment(cls, block_core, core_chip, order=None, **kwargs):
+        """Build a plan from a per-block core index and a per-core chip index.
+
+        Parameters
+        ----------
+        block_core : (n_blocks,) int array
+            Core of each block; cores are numbered ``0 .. n_cores - 1`` and each must
+            hold at least one block.
+        core_chip : (n_cores,) int array
+            Chip of each core.
+        order : (n_blocks,) array, optional
+            Sort key for the on-core order (smaller first; ties by block id).
+        **kwargs
+            Other `Plan` fields.
+        """
+        block_core = np.asarray(block_core, dtype=np.int64)
+        n_cores = len(core_chip)
+        key = np.zeros(block_core.size) if order is None else np.asarray(order)
+        layout = np.lexsort((np.arange(block_core.size), key, block_core))
+        counts = np.bincount(block_core, minlength=n_cores)
+        core_ptr = np.concatenate([[0], np.cumsum(counts)])
+        return cls(layout=layout, core_ptr=core_ptr, core_chip=core_chip, **kwargs)
+
+    # ------------------------------------------------------------ views
+    @property
+    def n_blocks(self):
+        """Number of blocks placed."""
+        return int(self.layout.size)
+
+    @property
+    def n_cores(self):
+        """Number of cores used."""
+        return int(self.core_chip.size)
+
+    @property
+    def n_chips(self):
+        """Number of chips used."""
+        return int(self.core_chip.max()) + 1 if self.core_chip.size else 0
+
+    @property
+    def block_core(self):
+        """(n_blocks,) core index of each block."""
+        out = np.empty(self.n_blocks, dtype=np.int64)
+        out[self.layout] = np.repeat(np.arange(self.n_cores), np.diff(self.core_ptr))
+        return out
+
+    @property
+    def block_chip(self):
+        """(n_blocks,) chip index of each block."""
+        return self.core_chip[self.block_core]
+
+    @property
+    def block_position(self):
+        """(n_blocks,) board mesh position of each block's chip."""
+        return self.chip_position[self.block_chip]
+
+    def core_blocks(self, core):
+        """Blocks on one core, in on-core order."""
+        return self.layout[self.core_ptr[core]:self.core_ptr[core + 1]]
+
+    def cores_per_chip(self):
+        """(n_chips,) number of cores on each chip."""
+        return np.bincount(self.core_chip, minlength=self.n_chips)
+
+    def summary(self):
+        """Report fields as a JSON-serializable dict."""
+        return {
+            "strategy": self.strategy,
+            "objective": self.objective,
+            "objective_value": self.objective_value,
+            "bound": self.bound,
+            "gap": self.gap,
+            "runtime_s": self.runtime_s,
+            "n_blocks": self.n_blocks,
+            "n_cores": self.n_cores,
+            "n_chips": self.n_chips,
+            "board": self.board,
+            "seed": self.seed,
+        }
+
+    # ------------------------------------------------------------ JSON
+    def to_dict(self):
+        """A JSON-serializable dict (see `from_dict`)."""
+        out = {"format": PLAN_FORMAT, "version": 1, "fingerprint": self.fingerprint}
+        out.update(self.summary())
+        out.update(
+            layout=self.layout.tolist(),
+            core_ptr=self.core_ptr.tolist(),
+            core_chip=self.core_chip.tolist(),
+            chip_position=self.chip_position.tolist(),
+            info=self.info,
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a plan written by `to_dict`; raises `PlanError` if malformed."""
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise PlanError(
+                f"Not a plan: expected a JSON object with format {PLAN_FORMAT!r}. Create "
+                f"plans with `partitioner plan` or Plan.save()."
+            )
+        try:
+            return cls(
+                layout=data["layout"],
+                core_ptr=data["core_ptr"],
+                core_chip=data["core_chip"],
+                chip_position=data.get("chip_position"),
+                board=data.get("board", "nahuku32"),
+                fingerprint=data["fingerprint"],
+                strategy=data.get("strategy", ""),
+                objective=data.get("objective", "spikes"),
+                objective_value=data.get("objective_value"),
+                bound=data.get("bound"),
+                gap=data.get("gap"),
+                runtime_s=data.get("runtime_s", 0.0),
+                seed=data.get("seed", 0),
+                info=data.get("info", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlanError(f"Plan is corrupt ({type(e).__name__}: {e}). Re-create it.") from e
+
+    def save(self, path):
+        """Write the plan as JSON."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def load(cls, path):
+        """Read a plan saved with `save`."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise PlanError(f"{path}: not valid JSON ({e}). Re-create the plan.") from e
+        return cls.from_dict(data)
+
+    def check_matches(self, graph):
+        """Raise `PlanError` unless this plan was made for ``graph``'s model."""
+        fp = graph.fingerprint()
+        if self.fingerprint != fp or self.n_blocks != graph.n_blocks:
+            raise PlanError(
+                f"This plan was made for another model (plan fingerprint {self.fingerprint}, "
+                f"{self.n_blocks} blocks; this model {fp}, {graph.n_blocks} blocks). "
+                f"Make a new plan for this model with partitioner.partition() or "
+                f"`partitioner plan`."
+            )

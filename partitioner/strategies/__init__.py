@@ -1,0 +1,1 @@
+"""Partitioning strategies: each maps a TrafficGraph to a Plan."""

@@ -1,0 +1,174 @@
+"""METIS chip partition (``pymetis``) decided together with core packing.
+
+1. METIS cuts the block graph into ``k`` chips, edge weights = spikes per step, vertex
+   weights = the fraction of a core each block costs (`packing.effective_size`), with
+   the imbalance allowed so that no chip is asked for more than its cores.
+2. Each chip's blocks are packed onto cores, preferring cores they exchange traffic
+   with.
+3. A chip that still needs more cores than it has gives whole cores to the chip they
+   talk to most that has room (`repair_overfull`).
+Refinement (`strategies.refine`) then moves single blocks between chips.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymetis
+from scipy.optimize import linear_sum_assignment
+
+import scipy.sparse as sp
+
+from partitioner.packing import pack
+from partitioner.strategies.common import (
+    Packed,
+    chip_traffic,
+    interchip_spikes,
+    pack_by_chip,
+)
+
+__all__ = ["metis_parts", "repair_overfull", "chip_first", "core_first", "metis"]
+
+#: METIS needs integer weights; sizes are scaled to this many units per core.
+SIZE_UNITS = 1000
+#: Chips are filled to at most this fraction of their cores, leaving room for packing.
+TARGET_FILL = 0.95
+
+
+def _integer_edge_weights(data):
+    """Scale traffic to positive int32-safe METIS weights, keeping ratios."""
+    if data.size == 0:
+        return data.astype(np.int64)
+    scale = min(1e6 / max(float(data.max()), 1e-12), 2**30 / max(float(data.sum()), 1e-12))
+    return np.maximum(1, np.round(data * scale)).astype(np.int64)
+
+
+def metis_parts(ctx, k):
+    """Chip of every block from one METIS k-way cut (pins honoured).
+
+    Returns
+    -------
+    (n_blocks,) int64 ndarray
+    """
+    return _metis_call(ctx.traffic, ctx.sizes, k, ctx, ctx.pins, fill=TARGET_FILL)
+
+
+def _metis_call(traffic, sizes, k, ctx, pins, fill):
+    """k-way METIS cut of ``traffic`` with vertex ``sizes`` in cores; pins honoured."""
+    n = traffic.shape[0]
+    if k == 1 or n <= 1:
+        return np.zeros(n, dtype=np.int64)
+    vweights = np.maximum(1, np.ceil(sizes * SIZE_UNITS)).astype(np.int64)
+    per_chip = ctx.cores_per_chip * SIZE_UNITS * fill
+    imbalance = per_chip * k / max(float(vweights.sum()), 1.0) - 1.0
+    opts = pymetis.Options(seed=int(ctx.seed), ufactor=int(np.clip(imbalance, 0.001, 0.5) * 1000))
+    _, parts = pymetis.part_graph(
+        k,
+        xadj=traffic.indptr.astype(np.int64),
+        adjncy=traffic.indices.astype(np.int64),
+        vweights=vweights,
+        eweights=_integer_edge_weights(traffic.data),
+        options=opts,
+    )
+    return _apply_pins(np.asarray(parts, dtype=np.int64), pins, k)
+
+
+def _apply_pins(parts, pins, k):
+    """Relabel parts to agree with as many pins as possible, then force the pins."""
+    if not pins:
+        return parts
+    agree = np.zeros((k, k))
+    for block, chip in pins.items():
+        agree[parts[block], chip] += 1
+    rows, cols = linear_sum_assignment(-agree)
+    relabel = np.arange(k)
+    relabel[rows] = cols
+    parts = relabel[parts]
+    for block, chip in pins.items():
+        parts[block] = chip
+    return parts
+
+
+def repair_overfull(packed, ctx, n_chips):
+    """Bring every chip within its core count; False if impossible.
+
+    On the most over-full chip, the core with the least traffic to the rest of its
+    chip is dissolved: its blocks go into existing cores with room, on any chip, most
+    traffic first. When that fails, the whole core moves to the chip with a free core
+    it talks to most. Cores holding pinned blocks stay on their chip.
+    """
+    cap = ctx.cores_per_chip
+    pinned = set(ctx.pins)
+    while True:
+        counts = np.bincount(np.asarray(packed.core_chip), minlength=n_chips)
+        over = np.flatnonzero(counts > cap)
+        if over.size == 0:
+            return True
+        chip = int(over[np.argmax(counts[over])])
+        to_chip = chip_traffic(ctx.traffic, packed.block_chip(), n_chips)
+        movable = [i for i in packed.chip_cores(chip)
+                   if not pinned.intersection(packed.cores[i].blocks)]
+        if not movable:
+            return False
+        flows = {i: np.asarray(to_chip[packed.cores[i].blocks].sum(axis=0)).ravel()
+                 for i in movable}
+        movable.sort(key=lambda i: flows[i][chip] - flows[i].sum() / n_chips)
+        if any(_dissolve(packed, i, flows[i], chip) for i in movable[:8]):
+            continue
+        room = counts < cap
+        if not room.any():
+            return False
+        i = movable[0]
+        packed.core_chip[i] = int(np.argmax(np.where(room, flows[i], -np.inf)))
+
+
+def _dissolve(packed, i, flow, chip):
+    """Spread core ``i``'s blocks over existing cores of other chips; all or nothing."""
+    order = [int(c) for c in np.argsort(-flow, kind="stable") if c != chip]
+    return packed.absorb(i, [j for c in order for j in packed.chip_cores(c)])
+
+
+def core_first(ctx, k):
+    """Pack all blocks traffic-aware first, then cut the core graph into ``k`` chips.
+
+    Whenever the packing needs at most ``k * cores_per_chip`` cores this yields a
+    feasible plan, so it backs up the chip-first cut when chips are nearly full.
+    """
+    g = ctx.graph
+    cores, _ = pack(g, np.arange(g.n_blocks), ctx.limits, ctx.keys, ctx.traffic)
+    if len(cores) > k * ctx.cores_per_chip:
+        return None
+    packed = Packed(ctx, cores, np.zeros(len(cores), dtype=np.int64))
+    if k > 1:
+        m = len(cores)
+        onehot = sp.csr_matrix(
+            (np.ones(g.n_blocks), (np.arange(g.n_blocks), packed.block_core)), shape=(g.n_blocks, m)
+        )
+        core_traffic = (onehot.T @ ctx.traffic @ onehot).tocsr()
+        core_traffic.setdiag(0)
+        core_traffic.eliminate_zeros()
+        pinned = {int(packed.block_core[b]): c for b, c in ctx.pins.items()}
+        sizes = np.ones(m)
+        parts = _metis_call(core_traffic, sizes, k, ctx, pinned, fill=1.0)
+        packed.core_chip = [int(c) for c in parts]
+    return packed if repair_overfull(packed, ctx, k) else None
+
+
+def chip_first(ctx, k):
+    """Cut blocks into ``k`` chips, pack each chip, repair over-full chips."""
+    packed = pack_by_chip(ctx, metis_parts(ctx, k), k)
+    return packed if repair_overfull(packed, ctx, k) else None
+
+
+def metis(ctx, k):
+    """METIS strategy: the better of `chip_first` and `core_first` at ``k`` chips.
+
+    Returns
+    -------
+    Packed or None
+        None when neither way places the blocks on ``k`` chips.
+    """
+    found = [p for p in (chip_first(ctx, k), core_first(ctx, k)) if p is not None]
+    if not found:
+        return None
+    g = ctx.graph
+    return min(found, key=lambda p: (interchip_spikes(g, p.block_chip()), len(p.cores)))
