@@ -106,7 +106,7 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     ctx = Context(
         graph=graph, board=board, limits=limits, keys=BlockKeys(graph),
         traffic=graph.symmetric_traffic(weight), sizes=effective_size(graph, limits),
-        pins=pins, seed=int(seed),
+        pins=pins, seed=int(seed), spread=bool(spread),
     )
     say = _reporter(progress)
     first = _first_chip_count(graph, board, pins, max_chips, spread)
@@ -114,7 +114,9 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
                                    options)
     do_refine = refine_plan if refine_plan is not None else not strategy.endswith("first-fit")
     if do_refine and objective != "chips" and k > 1:
-        moved = refine(packed, ctx)
+        # Spread plans keep chips balanced: no chip grows past 10% over the mean.
+        chip_cap = int(np.ceil(1.1 * len(packed.cores) / k)) if spread else None
+        moved = refine(packed, ctx, chip_cap=chip_cap)
         say(f"refinement moved {moved} blocks")
     removed = consolidate(packed)
     say(f"consolidation freed {removed} cores")

@@ -30,6 +30,8 @@ class Context:
     pins : dict
         ``{block: chip}`` for blocks the user fixed to a chip.
     seed : int
+    spread : bool
+        Balance load over all chips instead of using the fewest.
     """
 
     graph: object
@@ -40,6 +42,7 @@ class Context:
     sizes: np.ndarray
     pins: dict
     seed: int = 0
+    spread: bool = False
 
     @property
     def cores_per_chip(self):

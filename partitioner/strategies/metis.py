@@ -32,6 +32,8 @@ __all__ = ["metis_parts", "repair_overfull", "chip_first", "core_first", "metis"
 SIZE_UNITS = 1000
 #: Chips are filled to at most this fraction of their cores, leaving room for packing.
 TARGET_FILL = 0.95
+#: Imbalance allowed between chips when a plan spreads over every chip.
+BALANCED = 0.05
 
 
 def _integer_edge_weights(data):
@@ -60,6 +62,8 @@ def _metis_call(traffic, sizes, k, ctx, pins, fill):
     vweights = np.maximum(1, np.ceil(sizes * SIZE_UNITS)).astype(np.int64)
     per_chip = ctx.cores_per_chip * SIZE_UNITS * fill
     imbalance = per_chip * k / max(float(vweights.sum()), 1.0) - 1.0
+    if ctx.spread:
+        imbalance = min(imbalance, BALANCED)
     opts = pymetis.Options(seed=int(ctx.seed), ufactor=int(np.clip(imbalance, 0.001, 0.5) * 1000))
     _, parts = pymetis.part_graph(
         k,

@@ -41,7 +41,7 @@ def _target_core(packed, b, cores, traffic):
     return None
 
 
-def refine(packed, ctx, max_passes=10):
+def refine(packed, ctx, max_passes=10, chip_cap=None):
     """Move blocks between chips while each move strictly lowers inter-chip traffic.
 
     Parameters
@@ -51,6 +51,9 @@ def refine(packed, ctx, max_passes=10):
     ctx : Context
     max_passes : int
         Passes over the improving blocks.
+    chip_cap : int, optional
+        Most cores a chip may hold (default: all cores of a chip); lower it to keep
+        chips balanced.
 
     Returns
     -------
@@ -58,7 +61,7 @@ def refine(packed, ctx, max_passes=10):
         Number of blocks moved.
     """
     traffic = ctx.traffic
-    cap = ctx.cores_per_chip
+    cap = ctx.cores_per_chip if chip_cap is None else min(chip_cap, ctx.cores_per_chip)
     pinned = set(ctx.pins)
     n_chips = packed.n_chips
     total_moves = 0

@@ -1,0 +1,1 @@
+"""Example networks for the partitioner; each module exposes ``build()``."""
