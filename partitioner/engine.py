@@ -116,7 +116,7 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     if do_refine and objective != "chips" and k > 1:
         # Spread plans keep chips balanced: no chip grows past 10% over the mean.
         chip_cap = int(np.ceil(1.1 * len(packed.cores) / k)) if spread else None
-        moved = refine(packed, ctx, chip_cap=chip_cap)
+        moved = refine(packed, ctx, chip_cap=chip_cap, keep_chips=spread)
         say(f"refinement moved {moved} blocks")
     removed = consolidate(packed)
     say(f"consolidation freed {removed} cores")

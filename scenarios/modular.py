@@ -39,25 +39,39 @@ BASE_RATES = np.geomspace(5, 150, N_MODULES)
 MAX_RATE = 400.0
 
 
-def build():
+def build(n_modules=N_MODULES, module_size=(10, 20), neurons=(32, 128), n_inter=N_INTER,
+          seed=SEED):
     """Build the modular network.
+
+    Parameters
+    ----------
+    n_modules : int
+        Number of modules.
+    module_size : (int, int)
+        Smallest and largest number of ensembles in a module.
+    neurons : (int, int)
+        Smallest and largest ensemble size.
+    n_inter : int
+        Number of connections between modules.
+    seed : int
+        Seed of the network structure.
 
     Returns
     -------
     net : nengo.Network
         The network; ``net.networks[k]`` is module ``k``.
     """
-    rng = np.random.RandomState(SEED)
-    with nengo.Network(label="modular", seed=SEED) as net:
+    rng = np.random.RandomState(seed)
+    with nengo.Network(label="modular", seed=seed) as net:
         # voltages start at zero, as they do on chip
         net.config[nengo.Ensemble].neuron_type = nengo.LIF(
             initial_state={"voltage": nengo.dists.Choice([0])}
         )
         modules = []
-        for k in range(N_MODULES):
+        for k in range(n_modules):
             with nengo.Network(label=f"module{k}"):
-                n_ens = rng.randint(10, 21)
-                sizes = rng.randint(32, 129, size=n_ens)
+                n_ens = rng.randint(module_size[0], module_size[1] + 1)
+                sizes = rng.randint(neurons[0], neurons[1] + 1, size=n_ens)
                 ensembles = [
                     nengo.Ensemble(n, 1, label=f"m{k}_e{i}") for i, n in enumerate(sizes)
                 ]
@@ -66,13 +80,13 @@ def build():
                         if pre is not post and rng.rand() < P_INTRA:
                             _connect(pre, post, rng)
                 stim = nengo.Node(
-                    lambda t, f=1.0 + k: np.sin(2 * np.pi * f * t), label=f"m{k}_input"
+                    lambda t, f=1.0 + k % 10: np.sin(2 * np.pi * f * t), label=f"m{k}_input"
                 )
                 nengo.Connection(stim, ensembles[0])
             modules.append(ensembles)
 
-        for _ in range(N_INTER):
-            k_pre, k_post = rng.choice(N_MODULES, size=2, replace=False)
+        for _ in range(n_inter):
+            k_pre, k_post = rng.choice(n_modules, size=2, replace=False)
             pre = modules[k_pre][rng.randint(len(modules[k_pre]))]
             post = modules[k_post][rng.randint(len(modules[k_post]))]
             _connect(pre, post, rng)
@@ -100,7 +114,8 @@ def ensemble_rates(net):
     """
     rng = np.random.RandomState(RATE_SEED)
     rates = {}
-    for module, base_rate in zip(net.networks, BASE_RATES):
+    base_rates = np.geomspace(BASE_RATES[0], BASE_RATES[-1], len(net.networks))
+    for module, base_rate in zip(net.networks, base_rates):
         for ens in module.ensembles:
             mean = base_rate * rng.uniform(0.7, 1.3)
             # gamma with shape 2: skewed like measured population rates

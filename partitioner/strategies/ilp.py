@@ -448,6 +448,39 @@ def add_chip_capacity(m, graph, limits, cores_per_chip, y, k):
     return added
 
 
+def add_star_capacity(m, graph, limits, cores_per_chip, a, b, d):
+    """Add "star" inequalities: a block and its same-chip neighbours fit one chip.
+
+    For block ``i``, each row of `chip_capacity_rows` and the cut literals ``d`` of
+    the edges ``(a, b)``: ``u_i + sum_j u_j (1 - d_ij) <= cores * cap`` over the
+    neighbours ``j`` of ``i``. They tie the cut to the chip capacity, so the LP
+    relaxation cannot keep every edge inside a chip.
+
+    Returns
+    -------
+    int
+        Rows added.
+    """
+    n = graph.n_blocks
+    ends = np.concatenate([a, b])
+    other = np.concatenate([b, a])
+    lits = list(d) + list(d)
+    order = np.argsort(ends, kind="stable")
+    starts = np.searchsorted(ends[order], np.arange(n + 1))
+    added = 0
+    for coefs, cap in chip_capacity_rows(graph, limits):
+        room = cores_per_chip * cap
+        for i in range(n):
+            idx = order[starts[i]:starts[i + 1]]
+            nbr = coefs[other[idx]]
+            if coefs[i] + nbr.sum() <= room:
+                continue
+            m.add(sum(int(c) * (1 - lits[e]) for c, e in zip(nbr, idx) if c)
+                  <= room - int(coefs[i]))
+            added += 1
+    return added
+
+
 def cores_needed_lower_bound(graph, limits, blocks):
     """A lower bound on the cores ``blocks`` need, however they are packed.
 
@@ -699,7 +732,10 @@ class SlotModel:
 
     # -------------------------------------------------------------------- hint
     def add_hint(self, packed):
-        """Hint the plan ``packed`` (its chips and cores put in canonical order)."""
+        """Hint the plan ``packed`` (its chips and cores put in canonical order).
+
+        ``packed`` may place only some of the blocks; the others get no hint.
+        """
         cores = _canonical_cores(packed, self.blocks, self.k, keep_chips=not self.chip_symmetry)
         if cores is None or any(len(chip) > self.S for chip in cores):
             return False
@@ -717,13 +753,14 @@ class SlotModel:
                 if self.f is not None:
                     m.add_hint(self.f[s][n], first.get(s) == int(i))
             m.add_hint(self.used[s], s in first)
-        chip = np.array([where[i] // self.S for i in range(self.blocks.size)])
-        for i in range(self.blocks.size):
+        chip = np.array([where.get(i, -self.S) // self.S for i in range(self.blocks.size)])
+        for i in np.flatnonzero(chip >= 0):
             for c in range(self.k):
                 m.add_hint(self.y[i][c], chip[i] == c)
         if self.d is not None:
             for d, a, b in zip(self.d, *self.edges):
-                m.add_hint(d, chip[a] != chip[b])
+                if chip[a] >= 0 and chip[b] >= 0:
+                    m.add_hint(d, chip[a] != chip[b])
         return True
 
     # ---------------------------------------------------------------- solution
@@ -893,6 +930,8 @@ class _Master:
         wi, self.scale, self.over = scale_weights(w)
         self.d = _cut_objective(m, self.y, a, b, k)
         m.minimize(_dot(wi, self.d))
+        self.n_star_rows = add_star_capacity(m, g, ctx.limits, ctx.cores_per_chip, a, b,
+                                             self.d)
         self.n_cuts = 0
 
     def forbid(self, blocks):

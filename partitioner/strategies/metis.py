@@ -171,7 +171,10 @@ def metis(ctx, k):
     Packed or None
         None when neither way places the blocks on ``k`` chips.
     """
-    found = [p for p in (chip_first(ctx, k), core_first(ctx, k)) if p is not None]
+    candidates = [chip_first(ctx, k), core_first(ctx, k)]
+    # A spread plan must use all k chips; core_first may make fewer cores than chips.
+    found = [p for p in candidates if p is not None and (not ctx.spread or p.n_chips == k
+                                                         and len(set(p.core_chip)) == k)]
     if not found:
         return None
     g = ctx.graph

@@ -41,7 +41,7 @@ def _target_core(packed, b, cores, traffic):
     return None
 
 
-def refine(packed, ctx, max_passes=10, chip_cap=None):
+def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
     """Move blocks between chips while each move strictly lowers inter-chip traffic.
 
     Parameters
@@ -54,6 +54,8 @@ def refine(packed, ctx, max_passes=10, chip_cap=None):
     chip_cap : int, optional
         Most cores a chip may hold (default: all cores of a chip); lower it to keep
         chips balanced.
+    keep_chips : bool
+        Never move the last block off a chip (plans spread over every chip).
 
     Returns
     -------
@@ -67,12 +69,13 @@ def refine(packed, ctx, max_passes=10, chip_cap=None):
     total_moves = 0
     for _ in range(max_passes):
         block_chip = packed.block_chip()
+        chip_blocks = np.bincount(block_chip, minlength=n_chips)
         to_chip = chip_traffic(traffic, block_chip, n_chips).toarray() if n_chips <= 64 \
             else None
         candidates = _improving_blocks(traffic, block_chip, n_chips, to_chip)
         moves = 0
         for b in candidates:
-            if b in pinned:
+            if b in pinned or (keep_chips and chip_blocks[block_chip[b]] == 1):
                 continue
             flow = _neighbour_flow(traffic, b, block_chip, n_chips)
             own = block_chip[b]
@@ -80,6 +83,8 @@ def refine(packed, ctx, max_passes=10, chip_cap=None):
                 if flow[dest] <= flow[own]:
                     break
                 if _move(packed, b, int(dest), traffic, cap):
+                    chip_blocks[own] -= 1
+                    chip_blocks[dest] += 1
                     block_chip[b] = dest
                     moves += 1
                     break

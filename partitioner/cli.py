@@ -1,0 +1,1073 @@
+"""Command line: ``partitioner compare|whatif|plan|inspect|diff``.
+
+``compare``
+    Build a scenario with nengo-loihi, run nengo-loihi's allocators and this
+    package's strategies on it, and print one side-by-side table.
+``whatif``
+    Sweep boards and chip counts; show time, traffic and energy estimates, how the
+    energy depends on the unpublished inter-chip spike energy, and the smallest
+    board that fits.
+``plan``
+    Write a plan (JSON) to replay with `partitioner.PlanAllocator`.
+``inspect``
+    Describe a scenario (blocks, resources, lower bounds, heaviest edges) or a plan.
+``diff``
+    Compare two plans of the same model.
+
+Bad input ends the program with exit status 2 and one line on stderr,
+``partitioner: error: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from partitioner.errors import (
+    ExtractionError,
+    InfeasibleError,
+    PartitionerError,
+    PlanError,
+    ScenarioError,
+)
+
+__all__ = ["main", "NENGO_LOIHI_STRATEGIES", "COMPARE_COLUMNS", "DEFAULT_STRATEGIES"]
+
+PROG = "partitioner"
+#: nengo-loihi's own allocators, by the name used on the command line.
+NENGO_LOIHI_STRATEGIES = ("greedy", "roundrobin", "greedy-interchip")
+#: Strategies `compare` runs by default.
+DEFAULT_STRATEGIES = "greedy,roundrobin,greedy-interchip,metis"
+#: Boards `whatif` sweeps when no --board is given.
+DEFAULT_WHATIF_BOARDS = ("kapoho_bay", "nahuku8", "nahuku32")
+
+
+# ======================================================================= output
+def _one_line(text):
+    """``text`` on one line (whitespace runs collapsed)."""
+    return " ".join(str(text).split())
+
+
+class _Reporter:
+    """Progress messages on stderr (silent when ``quiet``)."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+
+    def __call__(self, message):
+        if not self.quiet:
+            print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: record key, header, number format, and which value is best.
+
+    ``fmt`` is a format spec for the value (``"d"``, ``".1f"``, ...); ``best`` is
+    ``"min"``, ``"max"`` or None (not marked).
+    """
+
+    key: str
+    header: str
+    fmt: str = ""
+    best: str = None
+
+    def format(self, value):
+        """The cell text of ``value`` ("-" when missing)."""
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "-"
+        if self.fmt == "d":
+            return f"{int(round(value))}"
+        if self.fmt:
+            return format(value, self.fmt)
+        return str(value)
+
+
+#: Columns of the `compare` table; each ``key`` is a field of a JSON record.
+COMPARE_COLUMNS = (
+    Column("strategy", "strategy"),
+    Column("chips", "chips", "d", "min"),
+    Column("cores", "cores", "d", "min"),
+    Column("mean_core_utilization_pct", "util %", ".1f", "max"),
+    Column("interchip_axons", "ic axons", ".0f", "min"),
+    Column("interchip_spikes", "ic spikes/step", ".1f", "min"),
+    Column("max_link_load", "max link", ".1f", "min"),
+    Column("hop_weighted_cost", "hop cost", ".1f", "min"),
+    Column("time_us", "time/step us", ".4g", "min"),
+    Column("energy_uj", "energy/step uJ", ".4g", "min"),
+    Column("runtime_s", "runtime s", ".2f", "min"),
+    Column("bound", "bound", ".4g"),
+    Column("gap", "gap", ".3f"),
+)
+
+
+def _best_values(columns, records):
+    """Per markable column, the best value as printed, among feasible records."""
+    best = {}
+    for col in columns:
+        if col.best is None:
+            continue
+        texts = [col.format(r.get(col.key)) for r in records if r.get("feasible", True)]
+        values = [float(t) for t in texts if t != "-"]
+        if values:
+            target = min(values) if col.best == "min" else max(values)
+            best[col.key] = target
+    return best
+
+
+def format_table(columns, records, mark_best=True):
+    """Render records as an aligned text table.
+
+    Parameters
+    ----------
+    columns : sequence of Column
+    records : list of dict
+    mark_best : bool
+        Append ``*`` to the best value of each column that has a ``best`` rule
+        (ties all marked).
+
+    Returns
+    -------
+    str
+    """
+    best = _best_values(columns, records) if mark_best else {}
+    rows = [[c.header for c in columns]]
+    for r in records:
+        row = []
+        for c in columns:
+            text = c.format(r.get(c.key))
+            if c.key in best and text != "-" and float(text) == best[c.key]:
+                text += "*"
+            row.append(text)
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = []
+    for k, row in enumerate(rows):
+        cells = [
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _write_json(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, default=_json_default)
+
+
+def _plural(n, noun):
+    """``"1 chip"``, ``"2 chips"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# ================================================================ model input
+def _check_board(name):
+    from partitioner.hardware import get_board
+
+    return get_board(name)
+
+
+def _check_chips(board, chips):
+    """Chips to allow on ``board``: ``chips`` or the board's size (checked)."""
+    if chips is None:
+        return board.n_chips
+    if not 1 <= chips <= board.n_chips:
+        raise InfeasibleError(
+            f"--chips {chips} is not possible on {board.name}, which has {board.n_chips} "
+            f"chips. Use 1 to {board.n_chips}, or a larger --board."
+        )
+    return chips
+
+
+def _read_rates_file(path, network):
+    """``{Ensemble: per-neuron rates}`` from a JSON file ``{ensemble label: rate(s)}``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ExtractionError(f"Rates file {path} is not valid JSON ({e}).") from e
+    if not isinstance(data, dict):
+        raise ExtractionError(
+            f"Rates file {path} must hold a JSON object {{ensemble label: rate in Hz, or "
+            f"a list of per-neuron rates}}."
+        )
+    by_label = {}
+    for ens in network.all_ensembles:
+        by_label.setdefault(ens.label, []).append(ens)
+    rates = {}
+    for label, value in data.items():
+        found = by_label.get(label, [])
+        if len(found) != 1:
+            problem = "no ensemble" if not found else f"{len(found)} ensembles"
+            raise ExtractionError(
+                f"Rates file {path}: {problem} labelled {label!r} in the network. Key "
+                f"the file by unique ensemble labels."
+            )
+        ens = found[0]
+        values = np.asarray(value, dtype=float)
+        if values.ndim == 0:
+            values = np.full(ens.n_neurons, float(values))
+        rates[ens] = values
+    return rates
+
+
+def _resolve_rates(option, scenario):
+    """Rates for `extract` and for nengo-loihi's GreedyInterchip, and their origin.
+
+    Returns
+    -------
+    extract_rates : None, "measured" or dict
+    allocator_rates : dict or None
+        ``ensemble_rates`` for GreedyInterchip.
+    """
+    option = option or "axons"
+    if option == "axons":
+        return None, None
+    if option == "scenario":
+        if scenario.ensemble_rates is None:
+            raise ScenarioError(
+                f"Scenario {scenario.name} defines no ensemble_rates(net); use "
+                f"--rates axons, measured or a JSON file."
+            )
+        return scenario.ensemble_rates, scenario.ensemble_rates
+    if option == "measured":
+        return "measured", scenario.ensemble_rates
+    if option.endswith(".json"):
+        rates = _read_rates_file(option, scenario.network)
+        return rates, rates
+    raise ExtractionError(
+        f"--rates {option!r} is not understood. Use axons, scenario, measured or a "
+        f"JSON file of {{ensemble label: rate in Hz}}."
+    )
+
+
+def _summarize_warnings(caught, say):
+    if caught:
+        first = _one_line(caught[0].message)
+        say(f"nengo-loihi emitted {len(caught)} warning(s) while building, e.g. {first!r}")
+
+
+def prepare(spec, rates="axons", duration=1.0, say=None):
+    """Load a scenario, build it with nengo-loihi and extract its traffic graph.
+
+    Parameters
+    ----------
+    spec : str
+        Scenario spec (see `partitioner.scenario.load_scenario`).
+    rates : str
+        ``"axons"``, ``"scenario"``, ``"measured"`` or a JSON file of rates.
+    duration : float
+        Seconds of emulator time for measured rates.
+    say : callable, optional
+        Progress reporter.
+
+    Returns
+    -------
+    scenario : Scenario
+    model : nengo_loihi.builder.Model
+    graph : TrafficGraph
+    allocator_rates : dict or None
+        Ensemble rates to give nengo-loihi's GreedyInterchip.
+    """
+    import nengo_loihi
+
+    from partitioner.extract import build_model, extract
+    from partitioner.scenario import load_scenario
+
+    say = say or _Reporter(quiet=True)
+    say(f"loading scenario {spec}")
+    scenario = load_scenario(spec)
+    extract_rates, allocator_rates = _resolve_rates(rates, scenario)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if extract_rates == "measured":
+            say(f"building {scenario.name} with nengo-loihi and running the emulator "
+                f"for {duration:g} s to measure rates")
+            with nengo_loihi.Simulator(scenario.network, target="sim",
+                                       progress_bar=False) as sim:
+                graph = extract(sim, rates="measured", duration=duration,
+                                progress=not say.quiet)
+                model = sim.model
+        else:
+            say(f"building {scenario.name} with nengo-loihi")
+            model = build_model(scenario.network)
+            say("extracting the traffic graph")
+            graph = extract(model, rates=extract_rates, progress=not say.quiet)
+    caught = [w for w in caught if issubclass(w.category, UserWarning)]
+    _summarize_warnings(caught, say)
+    say(f"{graph.n_blocks} blocks, {_plural(graph.n_inputs, 'host input')}, rates: {graph.rates} "
+        f"({time.perf_counter() - t0:.1f} s)")
+    return scenario, model, graph, allocator_rates
+
+
+# ================================================================ strategies
+def _engine():
+    """The module that defines `partitioner.partition` and its strategy registry."""
+    import importlib
+
+    from partitioner import partition
+
+    engine = importlib.import_module(partition.__module__)
+    load_optional = getattr(engine, "_load_optional_strategies", None)
+    if load_optional is not None:
+        load_optional()
+    return engine
+
+
+def known_strategies():
+    """Every strategy name the command line accepts."""
+    return tuple(NENGO_LOIHI_STRATEGIES) + tuple(sorted(_engine().STRATEGIES))
+
+
+def _single_strategy(text):
+    names = _parse_strategies(text)
+    if len(names) != 1:
+        raise PartitionerError(f"--strategy takes one strategy, not {len(names)}: {text}.")
+    return names[0]
+
+
+def _parse_strategies(text):
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise PartitionerError("--strategies is empty; give a comma-separated list.")
+    known = known_strategies()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PartitionerError(
+            f"Unknown strategy {unknown[0]!r}. Choose from {', '.join(known)}."
+        )
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class StrategyResult:
+    """Outcome of one strategy: a plan and its measures, or why there is none."""
+
+    name: str
+    plan: object = None
+    metrics: object = None
+    reason: str = None
+    runtime_s: float = 0.0
+    note: str = None
+
+    @property
+    def feasible(self):
+        """True when the strategy found a plan."""
+        return self.plan is not None
+
+
+def _nengo_loihi_allocator(name, board, allocator_rates):
+    from nengo_loihi.hardware.allocators import Greedy, GreedyInterchip, RoundRobin
+
+    cores = board.cores_per_chip
+    if name == "greedy":
+        return Greedy(cores_per_chip=cores)
+    if name == "roundrobin":
+        return RoundRobin()
+    return GreedyInterchip(cores_per_chip=cores, ensemble_rates=allocator_rates)
+
+
+def _assertion_reason(err, n_chips):
+    """A readable reason from a nengo-loihi allocator's AssertionError."""
+    message = err.args[0] if err.args else ""
+    while isinstance(message, tuple) and message:  # Greedy wraps its message in a tuple
+        message = message[0]
+    text = _one_line(message)
+    if "more chips" in text:
+        return f"{text}; nengo-loihi places one block per core"
+    return f"nengo-loihi allocator failed on {n_chips} chip(s): {text or 'AssertionError'}"
+
+
+def _over_full_chip(nl_board, board):
+    """Reason text when a nengo-loihi board puts too many cores on a chip, else None."""
+    counts = [len(chip.cores) for chip in nl_board.chips]
+    if counts and max(counts) > board.cores_per_chip:
+        return (f"puts {max(counts)} cores on one chip, more than the "
+                f"{board.cores_per_chip} a chip has (too few chips requested)")
+    return None
+
+
+def _allocate(name, model, board, n_chips, allocator_rates):
+    """Call a nengo-loihi allocator; returns ``(nengo-loihi Board, note)``.
+
+    GreedyInterchip needs a rate for every block, but ensemble rates do not cover
+    decode-neuron blocks (nengo-loihi raises KeyError); it then runs on axon counts
+    and the note says so.
+    """
+    try:
+        return _nengo_loihi_allocator(name, board, allocator_rates)(model, n_chips), None
+    except (KeyError, ValueError) as e:
+        if allocator_rates is None:
+            raise
+        note = (f"{name} needs a rate for every block, and the ensemble rates miss some "
+                f"(e.g. decode neurons; nengo-loihi raised {type(e).__name__}), so it "
+                f"ran on axon counts")
+        return _nengo_loihi_allocator(name, board, None)(model, n_chips), note
+
+
+def _run_nengo_loihi(name, model, graph, board, n_chips, allocator_rates):
+    from partitioner.metrics import board_to_plan
+
+    t0 = time.perf_counter()
+    try:
+        nl_board, note = _allocate(name, model, board, n_chips, allocator_rates)
+    except AssertionError as e:
+        return StrategyResult(name, reason=_assertion_reason(e, n_chips),
+                              runtime_s=time.perf_counter() - t0)
+    runtime = time.perf_counter() - t0
+    reason = _over_full_chip(nl_board, board)
+    if reason:
+        return StrategyResult(name, reason=reason, runtime_s=runtime, note=note)
+    plan = board_to_plan(nl_board, model, graph, strategy=name, board_name=board.name)
+    return StrategyResult(name, plan=plan, runtime_s=runtime, note=note)
+
+
+def _run_ours(name, graph, board, n_chips, seed, time_limit, say):
+    from partitioner import partition
+
+    options = {"time_limit": time_limit} if name == "ilp" and time_limit else {}
+    t0 = time.perf_counter()
+    try:
+        plan = partition(graph, n_chips=n_chips, board=board, strategy=name, seed=seed,
+                         progress=not say.quiet, **options)
+    except InfeasibleError as e:
+        return StrategyResult(name, reason=_one_line(e), runtime_s=time.perf_counter() - t0)
+    return StrategyResult(name, plan=plan, runtime_s=time.perf_counter() - t0)
+
+
+def run_strategy(name, model, graph, board, n_chips, seed=0, time_limit=None,
+                 allocator_rates=None, say=None):
+    """Run one strategy (nengo-loihi's or ours) and measure its plan.
+
+    Returns
+    -------
+    StrategyResult
+    """
+    from partitioner.metrics import evaluate
+
+    say = say or _Reporter(quiet=True)
+    say(f"running {name} on {n_chips} chip(s) of {board.name}")
+    if name in NENGO_LOIHI_STRATEGIES:
+        result = _run_nengo_loihi(name, model, graph, board, n_chips, allocator_rates)
+    else:
+        result = _run_ours(name, graph, board, n_chips, seed, time_limit, say)
+    if result.feasible:
+        result.metrics = evaluate(graph, result.plan, board)
+        if name in NENGO_LOIHI_STRATEGIES:
+            result.plan.objective = "spikes"
+            result.plan.objective_value = float(result.metrics.interchip_spikes)
+        say(f"{name}: {result.plan.n_cores} cores on {result.plan.n_chips} chip(s), "
+            f"{result.metrics.interchip_spikes:.1f} inter-chip spikes/step "
+            f"({result.runtime_s:.2f} s)")
+    else:
+        say(f"{name}: infeasible: {result.reason}")
+    return result
+
+
+def strategy_record(result):
+    """The JSON record of one strategy's result (fields of `COMPARE_COLUMNS` and more)."""
+    record = {
+        "strategy": result.name,
+        "source": "nengo-loihi" if result.name in NENGO_LOIHI_STRATEGIES else PROG,
+        "feasible": result.feasible,
+        "reason": result.reason,
+        "note": result.note,
+        "runtime_s": float(result.runtime_s),
+    }
+    for col in COMPARE_COLUMNS:
+        record.setdefault(col.key, None)
+    if not result.feasible:
+        return record
+    m, plan = result.metrics, result.plan
+    record.update(
+        chips=int(plan.n_chips),
+        cores=int(plan.n_cores),
+        mean_core_utilization_pct=100.0 * float(m.mean_core_load),
+        interchip_axons=float(m.interchip_axons),
+        interchip_spikes=float(m.interchip_spikes),
+        max_link_load=float(m.max_link_load),
+        hop_weighted_cost=float(m.hop_weighted_cost),
+        time_us=float(m.time_ns) * 1e-3,
+        energy_uj=float(m.energy_pj) * 1e-6,
+        bound=None if plan.bound is None else float(plan.bound),
+        gap=None if plan.gap is None else float(plan.gap),
+        objective=plan.objective,
+        objective_value=None if plan.objective_value is None else float(plan.objective_value),
+        cores_per_chip=plan.cores_per_chip().tolist(),
+    )
+    return record
+
+
+# ================================================================== compare
+def _bounds_text(bounds):
+    chips = bounds["chips"]
+    return (
+        f"Lower bounds on {bounds['board']}: {bounds['cores']} cores (binding rule: "
+        f"{bounds['binding_rule']}), {chips} chip{'s' if chips != 1 else ''}"
+        + ("; 0 inter-chip spikes/step" if chips <= 1 else "")
+    )
+
+
+def _assumption_note(board):
+    e = board.energy
+    return (
+        f"Time and energy are estimates (partitioner.metrics.evaluate). Not published, "
+        f"assumed: inter-chip spike energy {e.interchip_spike_pj:g} pJ per link, "
+        f"{e.interchip_hop_ns:g} ns per inter-chip hop, "
+        f"{e.interchip_link_spikes_per_us:g} spikes/us per link."
+    )
+
+
+def _cmd_compare(args, say):
+    board = _check_board(args.board)
+    n_chips = _check_chips(board, args.chips)
+    names = _parse_strategies(args.strategies)
+    scenario, model, graph, allocator_rates = prepare(args.scenario, args.rates,
+                                                      args.duration, say)
+    from partitioner.metrics import lower_bounds
+
+    bounds = lower_bounds(graph, board)
+    results = [
+        run_strategy(name, model, graph, board, n_chips, seed=args.seed,
+                     time_limit=args.time_limit, allocator_rates=allocator_rates, say=say)
+        for name in names
+    ]
+    records = [strategy_record(r) for r in results]
+    print(f"Scenario {scenario.name}: {graph.n_blocks} blocks, "
+          f"{_plural(graph.n_inputs, 'host input')}, rates: {graph.rates}; board "
+          f"{board.name}, up to {_plural(n_chips, 'chip')}")
+    print(_bounds_text(bounds))
+    print()
+    print(format_table(COMPARE_COLUMNS, records))
+    print()
+    for r in records:
+        if not r["feasible"]:
+            print(f"{r['strategy']}: infeasible: {r['reason']}")
+        if r["note"]:
+            print(f"note: {r['note']}")
+    print("* best value in its column; ic = inter-chip; hop cost = spike-hops/step; "
+          "gap = (objective - bound) / objective")
+    print(_assumption_note(board))
+    if args.json:
+        _write_json(args.json, {
+            "scenario": scenario.name,
+            "source": scenario.source,
+            "board": board.name,
+            "n_chips": n_chips,
+            "rates": graph.rates,
+            "n_blocks": graph.n_blocks,
+            "fingerprint": graph.fingerprint(),
+            "lower_bounds": bounds,
+            "assumptions": _assumption_note(board),
+            "records": records,
+        })
+        say(f"wrote {args.json}")
+    if args.plot:
+        from partitioner.plots import plot_chip_traffic
+
+        plot_chip_traffic(
+            {r.name: r.metrics for r in results}, args.plot,
+            title=f"{scenario.name} on {board.name}: inter-chip traffic and core load",
+            reasons={r.name: r.reason for r in results if not r.feasible},
+        )
+        say(f"wrote {args.plot}")
+    if not any(r.feasible for r in results):
+        raise InfeasibleError(
+            f"No strategy fits {scenario.name} on {n_chips} chip(s) of {board.name}. "
+            f"Allow more --chips or use a larger --board."
+        )
+    return 0
+
+
+# =================================================================== whatif
+def _parse_chips(text):
+    """``"4"`` -> [4]; ``"1..32"`` -> 1 to 32; ``"2,4,8"`` -> [2, 4, 8]."""
+    if text is None:
+        return None
+    try:
+        counts = []
+        for part in text.split(","):
+            part = part.strip()
+            if ".." in part:
+                lo, hi = (int(x) for x in part.split("..", 1))
+                counts.extend(range(lo, hi + 1))
+            elif part:
+                counts.append(int(part))
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise PartitionerError(
+            f"--chips {text!r} is not understood. Give a count (4), a range (1..32) or a "
+            f"list (2,4,8) of positive chip counts."
+        )
+    return sorted(set(counts))
+
+
+WHATIF_COLUMNS = (
+    Column("chips", "chips", "d"),
+    Column("chips_used", "used", "d"),
+    Column("cores", "cores", "d"),
+    Column("mean_core_utilization_pct", "util %", ".1f"),
+    Column("interchip_spikes", "ic spikes/step", ".1f"),
+    Column("max_link_load", "max link", ".1f"),
+    Column("hop_weighted_cost", "hop cost", ".1f"),
+    Column("time_us", "time/step us", ".4g"),
+    Column("energy_uj", "energy/step uJ", ".4g"),
+)
+
+
+def _sensitivity_columns(records):
+    values = []
+    for r in records:
+        for s in r["energy_sensitivity"]:
+            if s["interchip_spike_pj"] not in values:
+                values.append(s["interchip_spike_pj"])
+    return [Column(f"energy_at_{v:g}pJ", f"uJ @{v:g}pJ", ".4g") for v in values]
+
+
+def _flatten_sensitivity(record):
+    flat = dict(record)
+    for s in record["energy_sensitivity"]:
+        flat[f"energy_at_{s['interchip_spike_pj']:g}pJ"] = s["energy_uj"]
+    return flat
+
+
+def _sensitivity_summary(records):
+    """Largest relative energy change per inter-chip spike energy tried.
+
+    Returns
+    -------
+    dict of float -> float
+        ``{interchip_spike_pj: change}``, the change (e.g. +0.25 for +25%) of the
+        energy estimate relative to the board's default, with the largest magnitude
+        over all feasible plans. Empty when nothing is feasible.
+    """
+    worst = {}
+    for r in records:
+        if not (r["feasible"] and r["energy_uj"]):
+            continue
+        for s in r["energy_sensitivity"]:
+            change = s["energy_uj"] / r["energy_uj"] - 1.0
+            pj = s["interchip_spike_pj"]
+            if abs(change) >= abs(worst.get(pj, 0.0)):
+                worst[pj] = change
+    return worst
+
+
+def _print_whatif(records, say_board):
+    sens_cols = _sensitivity_columns(records)
+    for board_name in dict.fromkeys(r["board"] for r in records):
+        rows = [_flatten_sensitivity(r) for r in records if r["board"] == board_name]
+        first = rows[0]
+        say_board(f"Board {board_name} ({first['board_chips']} chips), chip lower bound "
+                  f"{first['lower_bound_chips']}, strategy {first['strategy']}")
+        print(format_table(WHATIF_COLUMNS + tuple(sens_cols), rows, mark_best=False))
+        for r in rows:
+            if not r["feasible"]:
+                print(f"  {r['chips']} chips: infeasible: {r['reason']}")
+        print()
+
+
+def _cmd_whatif(args, say):
+    from partitioner.whatif import plot_whatif, smallest_board, whatif
+
+    boards = [_check_board(b) for b in (args.board or DEFAULT_WHATIF_BOARDS)]
+    chips = _parse_chips(args.chips)
+    strategy = _single_strategy(args.strategy)
+    if strategy in NENGO_LOIHI_STRATEGIES:
+        raise PartitionerError(
+            f"whatif runs this package's strategies; {strategy!r} is nengo-loihi's. "
+            f"Use e.g. --strategy metis."
+        )
+    scenario, _, graph, _ = prepare(args.scenario, args.rates, args.duration, say)
+    options = {"time_limit": args.time_limit} if strategy == "ilp" and args.time_limit else {}
+    say(f"sweeping {_plural(len(boards), 'board')} with {strategy}")
+    records = whatif(graph, boards=boards, chips=chips, strategy=strategy,
+                     workers=args.workers, progress=not say.quiet, seed=args.seed,
+                     **options)
+    print(f"Scenario {scenario.name}: {graph.n_blocks} blocks, rates: {graph.rates}; "
+          f"plans use exactly the chips asked for (spread)")
+    print()
+    _print_whatif(records, print)
+    span = _sensitivity_summary(records)
+    if span:
+        changes = ", ".join(f"{pj:g} pJ: {100 * c:+.1f}%" for pj, c in span.items())
+        print(f"Energy sensitivity to the (unpublished) inter-chip spike energy, largest "
+              f"change of any plan's estimate vs the default: {changes}")
+    best = smallest_board(records)
+    if best is None:
+        print("Smallest board that fits: none of those tried.")
+    else:
+        print(f"Smallest board that fits: {best['board']} ({best['board_chips']} chips; "
+              f"{best['chips_used']} used, {best['cores']} cores)")
+    print(_assumption_note(boards[0]))
+    if args.json:
+        _write_json(args.json, {
+            "scenario": scenario.name,
+            "strategy": strategy,
+            "boards": [b.name for b in boards],
+            "rates": graph.rates,
+            "fingerprint": graph.fingerprint(),
+            "records": records,
+            "smallest_board": None if best is None else best["board"],
+            "energy_sensitivity_max_change": [
+                {"interchip_spike_pj": pj, "change": c} for pj, c in span.items()
+            ],
+        })
+        say(f"wrote {args.json}")
+    if args.plot:
+        plot_whatif(records, args.plot, title=f"{scenario.name}: what-if ({strategy})")
+        say(f"wrote {args.plot}")
+    return 0
+
+
+# ===================================================================== plan
+def _cmd_plan(args, say):
+    board = _check_board(args.board)
+    n_chips = _check_chips(board, args.chips)
+    name = _single_strategy(args.strategy)
+    _, model, graph, allocator_rates = prepare(args.scenario, args.rates, args.duration, say)
+    result = run_strategy(name, model, graph, board, n_chips, seed=args.seed,
+                          time_limit=args.time_limit, allocator_rates=allocator_rates,
+                          say=say)
+    if not result.feasible:
+        raise InfeasibleError(f"{name} found no plan on {n_chips} chip(s) of "
+                              f"{board.name}: {result.reason}")
+    plan = result.plan
+    plan.runtime_s = result.runtime_s
+    plan.save(args.output)
+    print(f"Wrote {args.output}: {name}, {plan.n_blocks} blocks on {plan.n_cores} cores, "
+          f"{_plural(plan.n_chips, 'chip')} of {board.name}, "
+          f"{result.metrics.interchip_spikes:.1f} inter-chip spikes/step")
+    return 0
+
+
+# ================================================================== inspect
+def _fmt_opt(value, fmt=".4g"):
+    return "-" if value is None else format(value, fmt)
+
+
+def _inspect_plan(path):
+    from partitioner.plan import Plan
+
+    plan = Plan.load(path)
+    per_chip = plan.cores_per_chip()
+    print(f"Plan {path}")
+    print(f"  fingerprint   {plan.fingerprint}")
+    print(f"  strategy      {plan.strategy or '-'} (seed {plan.seed})")
+    print(f"  board         {plan.board}")
+    print(f"  blocks        {plan.n_blocks}")
+    print(f"  chips         {plan.n_chips}")
+    print(f"  cores         {plan.n_cores}")
+    print(f"  objective     {plan.objective} = {_fmt_opt(plan.objective_value)}")
+    print(f"  bound         {_fmt_opt(plan.bound)}")
+    print(f"  gap           {_fmt_opt(plan.gap, '.3f')}")
+    print(f"  runtime       {plan.runtime_s:.2f} s")
+    print(f"  cores/chip    {' '.join(str(int(c)) for c in per_chip)}")
+    print(f"  chip position {' '.join(str(int(p)) for p in plan.chip_position)}")
+    return 0
+
+
+def _largest_blocks_table(graph, limits, top):
+    from partitioner.graph import RESOURCES
+
+    frac = graph.core_fraction(limits)
+    order = np.argsort(-frac, kind="stable")[:top]
+    header = ["#", "label", "source"] + list(RESOURCES) + ["core %"]
+    rows = [header]
+    for i in order:
+        rows.append([str(i), _clip(_short_label(graph.labels[i]), 36),
+                     _clip(graph.sources[i], 44)]
+                    + [f"{int(v):,}" for v in graph.resources[i]]
+                    + [f"{100 * frac[i]:.1f}"])
+    widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
+    return "\n".join(
+        "  " + "  ".join(c.ljust(w) if k < 3 else c.rjust(w)
+                         for k, (c, w) in enumerate(zip(r, widths))).rstrip()
+        for r in rows
+    )
+
+
+def _short_label(label):
+    """A block label without nengo-loihi's ``LoihiBlock(...)`` wrapper."""
+    label = str(label)
+    if label.startswith("LoihiBlock(") and label.endswith(")"):
+        return label[len("LoihiBlock("):-1]
+    return label
+
+
+def _clip(text, n):
+    text = str(text)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _inspect_scenario(args, say):
+    from partitioner.graph import RESOURCES
+    from partitioner.metrics import BOUND_RULES, lower_bounds
+
+    board = _check_board(args.board)
+    scenario, _, graph, _ = prepare(args.scenario_or_plan, args.rates, args.duration, say)
+    limits = board.limits
+    print(f"Scenario {scenario.name} ({scenario.source})")
+    print(f"  {graph.n_blocks} blocks, {_plural(graph.n_inputs, 'host input')}, "
+          f"{int(graph.axons.nnz)} block-to-block edges, rates: {graph.rates}, "
+          f"fingerprint {graph.fingerprint()}")
+    print(f"  blocks needing a core of their own: {int(graph.alone.sum())} "
+          f"(learning {int(graph.learning.sum())}, population-axon senders "
+          f"{int(graph.pop_sender.sum())})")
+    print()
+    print(f"Largest blocks (by the fullest core resource; core limits of {board.name}):")
+    print(_largest_blocks_table(graph, limits, args.top))
+    print()
+    print("Resource totals:")
+    caps = limits.capacity_vector()
+    totals = graph.resources.sum(axis=0)
+    for name, total, cap in zip(RESOURCES, totals, caps):
+        print(f"  {name:<14} {int(total):>14,}   ({int(cap):,} per core, "
+              f"{total / cap:.1f} cores' worth)")
+    print()
+    bounds = lower_bounds(graph, board)
+    print(_bounds_text(bounds))
+    print("  cores each rule alone requires: "
+          + ", ".join(f"{r} {bounds['rules'][r]}" for r in BOUND_RULES))
+    print(f"  fits {board.name} ({board.n_chips} chips): "
+          f"{'yes' if bounds['fits_board'] else 'no'}")
+    print()
+    print(f"Heaviest edges (rates: {graph.rates}):")
+    print(_edges_table(graph, args.top))
+    return 0
+
+
+def _edges_table(graph, top):
+    """The ``top`` heaviest block-to-block edges, with block labels and sources."""
+    rows = [["spikes/step", "axons", "from block", "to block"]]
+    for src, dst, spikes, axons in graph.heaviest_edges(top):
+        rows.append([f"{spikes:.2f}", f"{int(axons):,}",
+                     f"#{src} {_clip(_short_label(graph.labels[src]), 40)}",
+                     f"#{dst} {_clip(_short_label(graph.labels[dst]), 40)}"])
+        rows.append(["", "", f"   {_clip(graph.sources[src], 72)}",
+                     f"   {_clip(graph.sources[dst], 72)}"])
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    return "\n".join(
+        "  " + "  ".join(c.rjust(w) if k < 2 else c.ljust(w)
+                         for k, (c, w) in enumerate(zip(r, widths))).rstrip()
+        for r in rows
+    )
+
+
+def _cmd_inspect(args, say):
+    target = args.scenario_or_plan
+    if target.endswith(".json"):
+        return _inspect_plan(target)
+    return _inspect_scenario(args, say)
+
+
+# ===================================================================== diff
+def _cmd_diff(args, say):
+    from partitioner.plan import Plan
+
+    a, b = Plan.load(args.a), Plan.load(args.b)
+    if a.fingerprint != b.fingerprint or a.n_blocks != b.n_blocks:
+        raise PlanError(
+            f"{args.a} and {args.b} are plans of different models (fingerprints "
+            f"{a.fingerprint} and {b.fingerprint}); diff needs two plans of one model."
+        )
+    core_a, core_b = a.block_core, b.block_core
+    chip_a, chip_b = a.block_chip, b.block_chip
+    moved_chip = np.flatnonzero(chip_a != chip_b)
+    moved_core = np.flatnonzero(core_a != core_b)
+    print(f"a: {args.a} ({a.strategy or '-'}, {a.board})")
+    print(f"b: {args.b} ({b.strategy or '-'}, {b.board})")
+    print(f"chips      {a.n_chips} -> {b.n_chips} ({b.n_chips - a.n_chips:+d})")
+    print(f"cores      {a.n_cores} -> {b.n_cores} ({b.n_cores - a.n_cores:+d})")
+    print(_objective_change(a, b))
+    print(f"blocks on another chip: {moved_chip.size} of {a.n_blocks}; "
+          f"on another core: {moved_core.size} of {a.n_blocks}")
+    shown = moved_core[: args.top]
+    for i in shown:
+        print(f"  block {i}: chip {chip_a[i]} -> {chip_b[i]}, core {core_a[i]} -> {core_b[i]}")
+    if moved_core.size > shown.size:
+        print(f"  ... and {moved_core.size - shown.size} more (--top to show more)")
+    return 0
+
+
+def _objective_change(a, b):
+    if a.objective != b.objective:
+        return (f"objective  {a.objective} = {_fmt_opt(a.objective_value)} vs "
+                f"{b.objective} = {_fmt_opt(b.objective_value)} (different objectives)")
+    if a.objective_value is None or b.objective_value is None:
+        return (f"objective  {a.objective}: {_fmt_opt(a.objective_value)} -> "
+                f"{_fmt_opt(b.objective_value)}")
+    delta = b.objective_value - a.objective_value
+    return (f"objective  {a.objective}: {a.objective_value:.4g} -> "
+            f"{b.objective_value:.4g} ({delta:+.4g})")
+
+
+# =================================================================== parser
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _add_rates_options(p):
+    p.add_argument("--rates", default="axons",
+                   help="spike rates: 'axons' (every axon active, default), "
+                        "'scenario' (the scenario's ensemble_rates), 'measured' "
+                        "(run the emulator) or FILE.json {ensemble label: Hz}")
+    p.add_argument("--duration", type=float, default=1.0,
+                   help="emulator seconds for --rates measured (default 1)")
+
+
+def _add_model_options(p):
+    p.add_argument("--board", default="nahuku32",
+                   help="target board: kapoho_bay, nahuku8, nahuku32, pohoiki_beach, "
+                        "pohoiki_springs (default nahuku32)")
+    _add_rates_options(p)
+
+
+def _add_solver_options(p):
+    p.add_argument("--seed", type=int, default=0, help="strategy seed (default 0)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds for the ilp strategy (default: its own)")
+
+
+def _parser():
+    parser = _Parser(prog=PROG, description=(
+        "Pack nengo-loihi blocks several per Loihi core and cut them across chips. "
+        "SCENARIO is a .py file with build() -> nengo.Network (file.py:function and "
+        "package.module:function work too), or the name of a bundled scenario."))
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress messages on stderr")
+    # -q is accepted after the command too; SUPPRESS keeps the top-level default.
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress messages on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name, help_text):
+        return sub.add_parser(name, help=help_text, parents=[quiet])
+
+    def add_scenario(p):
+        from partitioner.scenario import bundled_scenarios
+
+        names = ", ".join(bundled_scenarios()) or "none found"
+        p.add_argument("scenario", metavar="SCENARIO",
+                       help=f"file.py exposing build(), file.py:function, "
+                            f"package.module:function, or a bundled scenario ({names})")
+
+    p = add("compare", "compare strategies side by side on one scenario")
+    add_scenario(p)
+    p.add_argument("--chips", type=int, default=None,
+                   help="chips to allow (default: all of the board's)")
+    p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+                   help=f"comma-separated (default {DEFAULT_STRATEGIES}); also ilp, "
+                        f"first-fit, metis-first-fit")
+    _add_model_options(p)
+    p.add_argument("--json", metavar="OUT", help="write the records as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="draw chip traffic and core load")
+    _add_solver_options(p)
+    p.set_defaults(func=_cmd_compare)
+
+    p = add("whatif", "sweep boards and chip counts")
+    add_scenario(p)
+    p.add_argument("--board", action="append",
+                   help="board to try; repeat for several (default: "
+                        f"{', '.join(DEFAULT_WHATIF_BOARDS)})")
+    p.add_argument("--chips", default=None,
+                   help="chip counts: 4, 1..32 or 2,4,8 (default: lower bound up to 8 "
+                        "more, plus the full board)")
+    p.add_argument("--strategy", default="metis", help="strategy (default metis)")
+    _add_rates_options(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: one per CPU; 1 = no subprocesses)")
+    p.add_argument("--json", metavar="OUT", help="write the records as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="plot time and traffic vs chips")
+    _add_solver_options(p)
+    p.set_defaults(func=_cmd_whatif)
+
+    p = add("plan", "write a plan (JSON) for PlanAllocator")
+    add_scenario(p)
+    p.add_argument("-o", "--output", required=True, metavar="PLAN.json")
+    p.add_argument("--chips", type=int, default=None,
+                   help="chips to allow (default: all of the board's)")
+    p.add_argument("--strategy", default="metis", help="strategy (default metis)")
+    _add_model_options(p)
+    _add_solver_options(p)
+    p.set_defaults(func=_cmd_plan)
+
+    p = add("inspect", "describe a scenario or a plan file")
+    p.add_argument("scenario_or_plan", metavar="PLAN.json|SCENARIO")
+    p.add_argument("--top", type=int, default=8, help="rows of blocks and edges (default 8)")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_inspect)
+
+    p = add("diff", "compare two plans of the same model")
+    p.add_argument("a", metavar="A.json")
+    p.add_argument("b", metavar="B.json")
+    p.add_argument("--top", type=int, default=20, help="moved blocks to list (default 20)")
+    p.set_defaults(func=_cmd_diff)
+    return parser
+
+
+# ===================================================================== main
+def main(argv=None):
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on bad input (with a one-line message on
+        stderr), 130 when interrupted.
+    """
+    import nengo.exceptions
+
+    args = _parser().parse_args(argv)
+    say = _Reporter(quiet=args.quiet)
+    try:
+        return args.func(args, say)
+    except (PartitionerError, nengo.exceptions.NengoException, OSError) as e:
+        _error(e)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _error(err):
+    message = _one_line(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        message = f"{err.filename}: {err.strerror}"
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

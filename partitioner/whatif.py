@@ -1,0 +1,501 @@
+"""What-if studies: how a model fares on other boards and chip counts.
+
+`whatif` partitions one `TrafficGraph` for every (board, chip count) asked for, measures
+each plan with `partitioner.metrics.evaluate`, and varies the one cost constant
+nobody has published, the energy of a spike crossing a chip-to-chip link
+(`EnergyModel.interchip_spike_pj`), to show how much the energy estimate depends on
+it. Sweep points run in parallel processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import numpy as np
+
+from partitioner.errors import PartitionerError
+from partitioner.hardware import EnergyModel, get_board
+
+__all__ = [
+    "whatif",
+    "run_point",
+    "chip_counts",
+    "smallest_board",
+    "plot_whatif",
+    "ProgressBar",
+    "SENSITIVITY_FACTORS",
+    "SENSITIVITY_PJ",
+    "MAX_EXTRA_CHIPS",
+]
+
+#: Multiples of the default inter-chip spike energy tried by default.
+SENSITIVITY_FACTORS = (0.5, 1.0, 2.0, 5.0)
+#: Default inter-chip spike energies (pJ) of the sensitivity study.
+SENSITIVITY_PJ = tuple(f * EnergyModel().interchip_spike_pj for f in SENSITIVITY_FACTORS)
+#: Default sweeps go from the chip lower bound to at most this many chips above it
+#: (and always include the board's full size).
+MAX_EXTRA_CHIPS = 8
+
+#: Numeric fields of a record (None when the point is infeasible).
+NUMERIC_FIELDS = (
+    "chips_used", "cores", "mean_core_utilization_pct", "interchip_axons",
+    "interchip_spikes", "max_link_load", "hop_weighted_cost", "time_us", "energy_uj",
+    "objective_value", "bound", "gap",
+)
+
+_WORKER_GRAPH = None
+
+
+# ------------------------------------------------------------------- progress
+class ProgressBar:
+    """A one-line text progress bar on a stream (stderr by default).
+
+    Parameters
+    ----------
+    total : int
+        Number of steps.
+    label : str
+        Text before the bar.
+    enabled : bool
+        Draw nothing when False.
+    stream : file-like, optional
+        Where to draw (default ``sys.stderr``).
+    width : int
+        Characters of the bar itself.
+    """
+
+    def __init__(self, total, label="", enabled=True, stream=None, width=30):
+        self.total = max(int(total), 1)
+        self.label = label
+        self.enabled = enabled
+        self.stream = sys.stderr if stream is None else stream
+        self.width = width
+        self.done = 0
+        self._t0 = time.perf_counter()
+        self._last_len = 0
+
+    def update(self, n=1, note=""):
+        """Advance by ``n`` steps and redraw, with an optional note after the bar."""
+        self.done = min(self.done + n, self.total)
+        if not self.enabled:
+            return
+        filled = int(self.width * self.done / self.total)
+        bar = "#" * filled + "." * (self.width - filled)
+        elapsed = time.perf_counter() - self._t0
+        text = f"{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {note}"
+        pad = " " * max(self._last_len - len(text), 0)
+        self._last_len = len(text)
+        self.stream.write(f"\r{text}{pad}")
+        self.stream.flush()
+
+    def close(self):
+        """End the bar's line."""
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------- sweep points
+def chip_counts(graph, board, chips=None):
+    """Chip counts to try on ``board``.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    board : BoardSpec or str
+    chips : int or iterable of int, optional
+        Counts to try. By default: every count from the chip lower bound up to
+        ``min(board chips, lower bound + MAX_EXTRA_CHIPS)``, plus the board's full
+        size. When the lower bound exceeds the board, only the full size (which is
+        then reported infeasible).
+
+    Returns
+    -------
+    list of int
+        Sorted, without repeats.
+    """
+    from partitioner.metrics import chip_lower_bound
+
+    board = get_board(board)
+    if chips is not None:
+        counts = [int(chips)] if np.isscalar(chips) else [int(c) for c in chips]
+        return sorted(set(counts))
+    lb = max(chip_lower_bound(graph, board), 1)
+    top = min(board.n_chips, lb + MAX_EXTRA_CHIPS)
+    return sorted(set(range(lb, top + 1)) | {board.n_chips})
+
+
+def _energy_uj(graph, plan, board, interchip_pj):
+    from partitioner.metrics import evaluate
+
+    varied = board.replace(energy=board.energy.replace(interchip_spike_pj=float(interchip_pj)))
+    return evaluate(graph, plan, varied).energy_pj * 1e-6
+
+
+def _empty_record(board, n_chips, strategy, lower_bound):
+    record = {
+        "board": board.name,
+        "board_chips": board.n_chips,
+        "chips": int(n_chips),
+        "lower_bound_chips": int(lower_bound),
+        "strategy": strategy,
+        "interchip_spike_pj": float(board.energy.interchip_spike_pj),
+        "feasible": False,
+        "reason": None,
+        "runtime_s": 0.0,
+        "energy_sensitivity": [],
+    }
+    record.update({name: None for name in NUMERIC_FIELDS})
+    return record
+
+
+def run_point(graph, board, n_chips, strategy="metis", seed=0, spread=True,
+              interchip_pj=SENSITIVITY_PJ, lower_bound=0, options=None):
+    """Partition ``graph`` onto ``n_chips`` chips of ``board`` and measure the plan.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    board : BoardSpec or str
+    n_chips : int
+        Chips to use (``spread=True``) or at most (``spread=False``).
+    strategy : str
+        Strategy for `partitioner.partition`.
+    seed : int
+        Seed of the strategy.
+    spread : bool
+        Use exactly ``n_chips`` chips (see `partitioner.partition`).
+    interchip_pj : iterable of float
+        Inter-chip spike energies (pJ) to re-estimate the energy with.
+    lower_bound : int
+        Chip lower bound, copied into the record.
+    options : dict, optional
+        Further strategy options.
+
+    Returns
+    -------
+    dict
+        One what-if record (see `whatif`).
+    """
+    from partitioner.metrics import evaluate
+    from partitioner import partition
+
+    board = get_board(board)
+    record = _empty_record(board, n_chips, strategy, lower_bound)
+    if lower_bound > n_chips and n_chips <= board.n_chips:
+        record["reason"] = (
+            f"The model needs at least {lower_bound} chips of {board.name} (proven lower "
+            f"bound); {n_chips} is too few."
+        )
+        return record
+    t0 = time.perf_counter()
+    try:
+        plan = partition(graph, n_chips=n_chips, board=board, strategy=strategy,
+                         seed=seed, spread=spread, **(options or {}))
+    except PartitionerError as e:
+        record["reason"] = " ".join(str(e).split())
+        record["runtime_s"] = time.perf_counter() - t0
+        return record
+    m = evaluate(graph, plan, board)
+    record.update(
+        feasible=True,
+        chips_used=int(plan.n_chips),
+        cores=int(plan.n_cores),
+        mean_core_utilization_pct=100.0 * float(m.mean_core_load),
+        interchip_axons=float(m.interchip_axons),
+        interchip_spikes=float(m.interchip_spikes),
+        max_link_load=float(m.max_link_load),
+        hop_weighted_cost=float(m.hop_weighted_cost),
+        time_us=float(m.time_ns) * 1e-3,
+        energy_uj=float(m.energy_pj) * 1e-6,
+        objective_value=plan.objective_value,
+        bound=plan.bound,
+        gap=plan.gap,
+        energy_sensitivity=[
+            {"interchip_spike_pj": float(v), "energy_uj": _energy_uj(graph, plan, board, v)}
+            for v in interchip_pj
+        ],
+    )
+    record["runtime_s"] = time.perf_counter() - t0
+    return record
+
+
+def _init_worker(graph):
+    global _WORKER_GRAPH
+    _WORKER_GRAPH = graph
+
+
+def _run_in_worker(kwargs):
+    return run_point(_WORKER_GRAPH, **kwargs)
+
+
+# --------------------------------------------------------------------- sweep
+def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
+           interchip_pj=SENSITIVITY_PJ, workers=None, progress=True, seed=0,
+           spread=True, **options):
+    """Partition ``graph`` for every board and chip count and measure each plan.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+        The model's traffic graph (`partitioner.extract`) or a synthetic one.
+    boards : iterable of (str or BoardSpec)
+        Boards to try (see `partitioner.hardware.BOARDS`).
+    chips : int or iterable of int, optional
+        Chip counts to try on every board; by default `chip_counts` of each board.
+    strategy : str
+        Strategy for `partitioner.partition`.
+    interchip_pj : iterable of float
+        Inter-chip spike energies (pJ) for the sensitivity study; default 0.5x, 1x, 2x
+        and 5x the (unpublished, assumed) default of `EnergyModel.interchip_spike_pj`.
+    workers : int, optional
+        Processes to use; default one per CPU (at most one per point). 1 runs
+        everything in this process.
+    progress : bool
+        Draw a progress bar on stderr.
+    seed : int
+        Seed of the strategy.
+    spread : bool
+        Use exactly the given number of chips at each point (default), so the sweep
+        shows what spreading the model costs. With False every point uses the fewest
+        chips that fit.
+    **options
+        Further strategy options (e.g. ``time_limit`` for ``"ilp"``).
+
+    Returns
+    -------
+    list of dict
+        One record per (board, chip count), in board then chip order, with keys
+        ``board``, ``board_chips``, ``chips`` (asked for), ``lower_bound_chips``,
+        ``strategy``, ``interchip_spike_pj`` (the board's default, used for
+        ``energy_uj``), ``feasible``, ``reason`` (why not, else None), ``chips_used``,
+        ``cores``, ``mean_core_utilization_pct`` (mean over cores of the fullest
+        resource, in percent), ``interchip_axons``, ``interchip_spikes`` (per step),
+        ``max_link_load`` (spikes per step on the busiest chip-to-chip link),
+        ``hop_weighted_cost`` (spike-hops per step), ``time_us`` and ``energy_uj``
+        (estimated per step), ``objective_value``, ``bound``, ``gap``,
+        ``runtime_s`` and ``energy_sensitivity``: a list of
+        ``{"interchip_spike_pj", "energy_uj"}``, one per value of ``interchip_pj``.
+        Numeric fields are None where the point is infeasible.
+    """
+    from partitioner.metrics import chip_lower_bound
+
+    interchip_pj = SENSITIVITY_PJ if interchip_pj is None else tuple(interchip_pj)
+    boards = [get_board(b) for b in boards]
+    tasks = []
+    for board in boards:
+        lb = chip_lower_bound(graph, board)
+        for k in chip_counts(graph, board, chips):
+            tasks.append(dict(board=board, n_chips=k, strategy=strategy, seed=seed,
+                              spread=spread, interchip_pj=interchip_pj,
+                              lower_bound=lb, options=options))
+    bar = ProgressBar(len(tasks), "what-if", enabled=progress)
+    workers = _worker_count(workers, len(tasks))
+    try:
+        if workers <= 1:
+            records = _run_serial(graph, tasks, bar)
+        else:
+            records = _run_parallel(graph, tasks, bar, workers)
+    finally:
+        bar.close()
+    return records
+
+
+def _worker_count(workers, n_tasks):
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if int(workers) < 1:
+        raise PartitionerError(f"workers must be at least 1, not {workers}.")
+    return max(1, min(int(workers), n_tasks))
+
+
+def _note(task):
+    return f"{task['board'].name} x{task['n_chips']}"
+
+
+def _run_serial(graph, tasks, bar):
+    records = []
+    for task in tasks:
+        records.append(run_point(graph, **task))
+        bar.update(1, _note(task))
+    return records
+
+
+def _run_parallel(graph, tasks, bar, workers):
+    records = [None] * len(tasks)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             initargs=(graph,)) as pool:
+        futures = {pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            i = futures[future]
+            records[i] = future.result()
+            bar.update(1, _note(tasks[i]))
+    return records
+
+
+def smallest_board(records):
+    """The feasible record on the board with the fewest chips.
+
+    Parameters
+    ----------
+    records : list of dict
+        Output of `whatif`.
+
+    Returns
+    -------
+    dict or None
+        Among feasible records: fewest board chips, then fewest chips used, then least
+        energy per step. None when no point is feasible.
+    """
+    feasible = [r for r in records if r["feasible"]]
+    if not feasible:
+        return None
+    return min(feasible, key=lambda r: (r["board_chips"], r["chips_used"], r["energy_uj"]))
+
+
+# ---------------------------------------------------------------------- plot
+def _board_series(records, field):
+    """``{board: (chips_used, values)}`` of feasible points, one point per chip count.
+
+    ``field`` is a record key or a function of a record.
+    """
+    series = {}
+    for r in records:
+        if not r["feasible"]:
+            continue
+        xs, ys = series.setdefault(r["board"], ([], []))
+        if r["chips_used"] in xs:
+            continue
+        xs.append(r["chips_used"])
+        ys.append(field(r) if callable(field) else r[field])
+    return {b: (np.asarray(x), np.asarray(y, dtype=float)) for b, (x, y) in series.items()}
+
+
+def _sorted(x, y):
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+def plot_whatif(records, path, title=None):
+    """Plot a what-if sweep: step time, inter-chip traffic and energy vs chips used.
+
+    One line per board. The energy panel shades the range the energy estimate spans
+    over the inter-chip spike energies of the sensitivity study.
+
+    Parameters
+    ----------
+    records : list of dict
+        Output of `whatif`.
+    path : str or os.PathLike
+        PNG file to write.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    panels = [
+        ("time_us", "Estimated time per step (µs)", "Step time"),
+        ("interchip_spikes", "Inter-chip spikes per step", "Inter-chip traffic"),
+        ("energy_uj", "Estimated energy per step (µJ)", "Energy per step"),
+    ]
+    series = {field: _board_series(records, field) for field, _, _ in panels}
+    boards = sorted(series["time_us"], key=lambda b: _board_chips(records, b))
+    styles = _board_styles(boards)
+    all_x = [x for x, _ in series["time_us"].values() for x in x]
+    for ax, (field, ylabel, panel_title) in zip(axes, panels):
+        for board in boards:
+            x, y = _sorted(*series[field][board])
+            style = styles[board]
+            ax.plot(x, y, label=board, **style)
+            if field == "energy_uj":
+                _shade_sensitivity(ax, records, board, style["color"])
+        ax.set_xlabel("Chips used")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel_title)
+        ax.grid(alpha=0.3)
+        _chip_axis(ax, all_x)
+    any_point = bool(boards)
+    if any_point:
+        axes[0].legend(title="Board", fontsize="small")
+        pj = _sensitivity_range(records)
+        if pj:
+            axes[2].text(
+                0.02, 0.98,
+                f"line: inter-chip spike energy {_default_pj(records):g} pJ\n"
+                f"band: {pj[0]:g}-{pj[1]:g} pJ (not published)",
+                transform=axes[2].transAxes, va="top", fontsize="small",
+            )
+    else:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no feasible point", ha="center", va="center",
+                    transform=ax.transAxes)
+    infeasible = sorted({f"{r['board']} x{r['chips']}" for r in records if not r["feasible"]})
+    suffix = f"  (infeasible: {', '.join(infeasible[:6])}{' ...' if len(infeasible) > 6 else ''})"
+    fig.suptitle((title or "What-if sweep") + (suffix if infeasible else ""))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _board_chips(records, board):
+    return next(r["board_chips"] for r in records if r["board"] == board)
+
+
+def _board_styles(boards):
+    """Line style per board: smaller boards drawn on top with smaller markers."""
+    markers = "osD^v<>p*h"
+    n = len(boards)
+    return {
+        board: dict(color=f"C{i}", marker=markers[i % len(markers)], linestyle="-",
+                    markersize=4 + 2.5 * i, linewidth=1.2 + 0.6 * i, alpha=0.9,
+                    zorder=2 + n - i)
+        for i, board in enumerate(boards)
+    }
+
+
+def _chip_axis(ax, xs):
+    """Base-2 log x axis with integer chip ticks when the counts span a wide range."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    xs = sorted({int(x) for x in xs})
+    if not xs:
+        return
+    if xs[-1] / max(xs[0], 1) >= 8:
+        ax.set_xscale("log", base=2)
+        ticks = sorted({2**k for k in range(int(np.log2(xs[-1])) + 1)} | {xs[0], xs[-1]})
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _default_pj(records):
+    return next(r["interchip_spike_pj"] for r in records if r["feasible"])
+
+
+def _sensitivity_range(records):
+    values = [s["interchip_spike_pj"] for r in records for s in r["energy_sensitivity"]]
+    return (min(values), max(values)) if values else None
+
+
+def _shade_sensitivity(ax, records, board, color):
+    lo = _board_series(records, lambda r: min(s["energy_uj"] for s in r["energy_sensitivity"]))
+    hi = _board_series(records, lambda r: max(s["energy_uj"] for s in r["energy_sensitivity"]))
+    if board not in lo or not all(r["energy_sensitivity"] for r in records if r["feasible"]):
+        return
+    x, y0 = _sorted(*lo[board])
+    _, y1 = _sorted(*hi[board])
+    ax.fill_between(x, y0, y1, color=color, alpha=0.15, linewidth=0)
