@@ -322,22 +322,11 @@ def prepare(spec, rates="axons", duration=1.0, say=None):
 
 
 # ================================================================ strategies
-def _engine():
-    """The module that defines `partitioner.partition` and its strategy registry."""
-    import importlib
-
-    from partitioner import partition
-
-    engine = importlib.import_module(partition.__module__)
-    load_optional = getattr(engine, "_load_optional_strategies", None)
-    if load_optional is not None:
-        load_optional()
-    return engine
-
-
 def known_strategies():
     """Every strategy name the command line accepts."""
-    return tuple(NENGO_LOIHI_STRATEGIES) + tuple(sorted(_engine().STRATEGIES))
+    from partitioner.engine import STRATEGIES
+
+    return tuple(NENGO_LOIHI_STRATEGIES) + tuple(sorted(STRATEGIES))
 
 
 def _single_strategy(text):

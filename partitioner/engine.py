@@ -21,9 +21,17 @@ from partitioner.strategies.refine import consolidate, refine
 
 __all__ = ["partition", "STRATEGIES", "OBJECTIVES"]
 
-#: Strategy name -> function ``(ctx, n_chips) -> Packed or None``.
+def _ilp(ctx, n_chips, **options):
+    """CP-SAT strategy; OR-Tools is imported only when it is used."""
+    from partitioner.strategies.ilp import ilp
+
+    return ilp(ctx, n_chips, **options)
+
+
+#: Strategy name -> function ``(ctx, n_chips, **options) -> Packed or None``.
 STRATEGIES = {
     "metis": metis.metis,
+    "ilp": _ilp,
     "first-fit": greedy.first_fit,
     "metis-first-fit": greedy.metis_first_fit,
 }
@@ -84,7 +92,6 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     """
     t0 = time.perf_counter()
     board = get_board(board)
-    _load_optional_strategies()
     if strategy not in STRATEGIES:
         raise PartitionerError(
             f"Unknown strategy {strategy!r}. Choose one of {', '.join(sorted(STRATEGIES))}."
@@ -138,16 +145,6 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     plan.runtime_s = time.perf_counter() - t0
     say(f"{plan.n_cores} cores on {plan.n_chips} chips in {plan.runtime_s:.2f} s")
     return plan
-
-
-def _load_optional_strategies():
-    """Register strategies whose modules need optional solvers (CP-SAT)."""
-    if "ilp" not in STRATEGIES:
-        try:
-            from partitioner.strategies import ilp
-        except ImportError:  # pragma: no cover - ortools is a dependency
-            return
-        register_strategy("ilp", ilp.ilp)
 
 
 def _reporter(progress):

@@ -46,20 +46,39 @@ _TABLES = (
 
 
 class BlockKeys:
-    """Per-block config keys as Python sets, built lazily from the graph's CSR matrices."""
+    """Per-block facts the packing rules read, as Python objects, built lazily.
+
+    Reading numpy scalars and CSR rows once per block (instead of at every fit test)
+    keeps packing fast.
+    """
 
     def __init__(self, graph):
+        self.graph = graph
         self._csr = {kind: m.tocsr() for kind, m in graph.configs.items()}
-        self._cache = {}
+        self._info = {}
 
     def get(self, kind, block):
         """The set of ``kind`` keys block ``block`` needs."""
-        key = (kind, block)
-        out = self._cache.get(key)
+        m = self._csr[kind]
+        return frozenset(m.indices[m.indptr[block]:m.indptr[block + 1]].tolist())
+
+    def info(self, block):
+        """``(resources, shared_bits, alone, core_key, noise_key, pop16_limit,
+        first_keys, shared_keys)`` of ``block``; keys are per table in `_TABLES` order."""
+        out = self._info.get(block)
         if out is None:
-            m = self._csr[kind]
-            out = frozenset(m.indices[m.indptr[block]:m.indptr[block + 1]].tolist())
-            self._cache[key] = out
+            g = self.graph
+            out = (
+                tuple(int(x) for x in g.resources[block]),
+                int(g.shared_synapse_bits[block]),
+                bool(g.alone[block]),
+                int(g.core_key[block]),
+                int(g.noise_key[block]),
+                int(g.pop16_in_limit[block]),
+                tuple(self.get(first, block) for _, first, _ in _TABLES),
+                tuple(self.get(shared, block) for _, _, shared in _TABLES),
+            )
+            self._info[block] = out
         return out
 
 
@@ -92,104 +111,89 @@ class CoreBin:
     """
 
     __slots__ = ("graph", "limits", "keys", "blocks", "used", "tables", "core_key",
-                 "noise_key", "_cap")
+                 "noise_key", "alone", "_cap", "_table_cap")
 
     def __init__(self, graph, limits, keys):
         self.graph = graph
         self.limits = limits
         self.keys = keys
         self.blocks = []
-        self.used = np.zeros(len(RESOURCES), dtype=np.int64)
-        self.tables = {table: set() for table, _, _ in _TABLES}
+        self.used = [0] * len(RESOURCES)
+        self.tables = [set() for _ in _TABLES]
         self.core_key = None
         self.noise_key = -1
-        self._cap = limits.capacity_vector()
+        self.alone = False
+        self._cap = tuple(int(c) for c in limits.capacity_vector())
+        self._table_cap = tuple(limits.config_capacity(t) for t, _, _ in _TABLES)
 
     def need(self, block):
         """Resources ``block`` would use if added now (synapse bits depend on offset)."""
-        need = self.graph.resources[block].copy()
+        res, shared_bits = self.keys.info(block)[:2]
         if self.blocks:
-            need[_SYN_BITS] = self.graph.shared_synapse_bits[block]
-        return need
+            res = res[:_SYN_BITS] + (shared_bits,) + res[_SYN_BITS + 1:]
+        return res
 
-    def _table_keys(self, block):
-        offset = 1 if self.blocks else 0
-        for table, first_kind, shared_kind in _TABLES:
-            yield table, self.keys.get(shared_kind if offset else first_kind, block)
+    def _problems(self, block):
+        """Yield each rule ``block`` would break if added now (cheapest checks first)."""
+        res, _, alone, core_key, noise_key, pop16, first_keys, shared_keys = \
+            self.keys.info(block)
+        if self.blocks and (alone or self.alone):
+            yield "learning or population-axon blocks need a core of their own"
+        if self.core_key is not None and core_key != self.core_key:
+            yield "vmin/vmax differ from the blocks already on the core"
+        if noise_key >= 0 and self.noise_key >= 0 and noise_key != self.noise_key:
+            yield "noise settings differ from the noisy blocks already on the core"
+        total = [u + n for u, n in zip(self.used, self.need(block))]
+        for r, name in enumerate(RESOURCES):
+            if total[r] > self._cap[r]:
+                yield f"{name} {total[r]} > {self._cap[r]}"
+        # Axon ids of blocks added earlier do not move, so a pop16 receiver only
+        # needs its own ids (the core's total so far) inside its id range.
+        if pop16 > 0 and total[_IN_AXONS] > pop16:
+            yield f"pop16 axon ids up to {total[_IN_AXONS]} > {pop16}"
+        keys = shared_keys if self.blocks else first_keys
+        for (table, _, _), have, want, cap in zip(_TABLES, self.tables, keys, self._table_cap):
+            if want:
+                n = len(have) + len(want - have)
+                if n > cap:
+                    yield f"{table} {n} > {cap}"
 
     def violations(self, block):
         """Rules ``block`` would break if added now, as short strings (empty: it fits)."""
-        g = self.graph
-        out = []
-        alone = g.alone[block]
-        if self.blocks and (alone or g.alone[self.blocks[0]]):
-            out.append("learning or population-axon blocks need a core of their own")
-        if self.core_key is not None and g.core_key[block] != self.core_key:
-            out.append("vmin/vmax differ from the blocks already on the core")
-        nk = g.noise_key[block]
-        if nk >= 0 and self.noise_key >= 0 and nk != self.noise_key:
-            out.append("noise settings differ from the noisy blocks already on the core")
-        total = self.used + self.need(block)
-        for r, name in enumerate(RESOURCES):
-            if total[r] > self._cap[r]:
-                out.append(f"{name} {total[r]} > {self._cap[r]}")
-        for table, keys in self._table_keys(block):
-            n = len(self.tables[table] | keys)
-            cap = self.limits.config_capacity(table)
-            if n > cap:
-                out.append(f"{table} {n} > {cap}")
-        # Axon ids of blocks added earlier do not move, so a pop16 receiver only
-        # needs its own ids (the core's total so far) inside its id range.
-        limit = g.pop16_in_limit[block]
-        if limit > 0 and total[_IN_AXONS] > limit:
-            out.append(f"pop16 axon ids up to {total[_IN_AXONS]} > {limit}")
-        return out
+        return list(self._problems(block))
 
     def fits(self, block):
         """Whether ``block`` can be added now without breaking a rule."""
-        g = self.graph
-        if self.blocks and (g.alone[block] or g.alone[self.blocks[0]]):
-            return False
-        if self.core_key is not None and g.core_key[block] != self.core_key:
-            return False
-        nk = g.noise_key[block]
-        if nk >= 0 and self.noise_key >= 0 and nk != self.noise_key:
-            return False
-        total = self.used + self.need(block)
-        if np.any(total > self._cap):
-            return False
-        limit = g.pop16_in_limit[block]
-        if limit > 0 and total[_IN_AXONS] > limit:
-            return False
-        for table, keys in self._table_keys(block):
-            if len(self.tables[table] | keys) > self.limits.config_capacity(table):
-                return False
-        return True
+        return next(self._problems(block), None) is None
 
     def add(self, block):
         """Add ``block`` at the end of the core (call `fits` first)."""
-        for table, keys in self._table_keys(block):
-            self.tables[table] |= keys
-        self.used += self.need(block)
+        info = self.keys.info(block)
+        keys = info[7] if self.blocks else info[6]
+        for have, want in zip(self.tables, keys):
+            have |= want
+        self.used = [u + n for u, n in zip(self.used, self.need(block))]
         self.blocks.append(int(block))
         if self.core_key is None:
-            self.core_key = self.graph.core_key[block]
-        if self.graph.noise_key[block] >= 0:
-            self.noise_key = self.graph.noise_key[block]
+            self.core_key = info[3]
+        if info[4] >= 0:
+            self.noise_key = info[4]
+        self.alone = self.alone or info[2]
 
     @property
     def fill(self):
         """Largest used fraction of any additive resource."""
-        return float((self.used / self._cap).max())
+        return max(u / c for u, c in zip(self.used, self._cap))
 
     def copy(self):
         """An independent copy (blocks, usage and tables)."""
         new = CoreBin(self.graph, self.limits, self.keys)
         new.blocks = list(self.blocks)
-        new.used = self.used.copy()
-        new.tables = {k: set(v) for k, v in self.tables.items()}
+        new.used = list(self.used)
+        new.tables = [set(t) for t in self.tables]
         new.core_key = self.core_key
         new.noise_key = self.noise_key
+        new.alone = self.alone
         return new
 
     @classmethod
@@ -237,38 +241,43 @@ def pack(graph, blocks, limits=None, keys=None, traffic=None, max_cores=None):
     core_of = {}
     unplaced = []
     cap = limits.capacity_vector()
+    used = np.zeros((16, len(RESOURCES)), dtype=np.int64)  # grows with the cores
     for b in order:
-        best = _best_core(graph, b, cores, core_of, traffic, cap)
-        if best is None:
+        i = _best_core(graph, b, cores, used[:len(cores)], core_of, traffic, cap)
+        if i is None:
             if max_cores is not None and len(cores) >= max_cores:
                 unplaced.append(int(b))
                 continue
-            best = CoreBin(graph, limits, keys)
-            cores.append(best)
-        best.add(b)
-        core_of[int(b)] = best
+            cores.append(CoreBin(graph, limits, keys))
+            i = len(cores) - 1
+            if i == used.shape[0]:
+                used = np.concatenate([used, np.zeros_like(used)])
+        cores[i].add(b)
+        used[i] = cores[i].used
+        core_of[int(b)] = i
     return cores, unplaced
 
 
-def _best_core(graph, b, cores, core_of, traffic, cap):
-    """The core ``b`` fits best: most traffic to it, then fullest."""
+def _best_core(graph, b, cores, used, core_of, traffic, cap):
+    """Index of the core ``b`` fits best: most traffic to it, then fullest."""
     if not cores or graph.alone[b]:
+        return None
+    # Cheap resource screen over all open cores at once, then full checks in order.
+    room = np.flatnonzero(np.all(used + graph.resources[b] <= cap, axis=1))
+    if room.size == 0:
         return None
     start, stop = traffic.indptr[b], traffic.indptr[b + 1]
     affinity = {}
-    for nb, w in zip(traffic.indices[start:stop], traffic.data[start:stop]):
-        core = core_of.get(int(nb))
-        if core is not None:
-            affinity[id(core)] = affinity.get(id(core), 0.0) + w
-    need = graph.resources[b]
-    # Cheap resource screen over all open cores at once, then full checks in order.
-    used = np.array([c.used for c in cores])
-    room = np.all(used + need <= cap, axis=1)
-    candidates = [cores[i] for i in np.flatnonzero(room)]
-    candidates.sort(key=lambda c: (-affinity.get(id(c), 0.0), -c.fill))
-    for core in candidates:
-        if core.fits(b):
-            return core
+    for nb, w in zip(traffic.indices[start:stop].tolist(), traffic.data[start:stop].tolist()):
+        i = core_of.get(nb)
+        if i is not None:
+            affinity[i] = affinity.get(i, 0.0) + w
+    fill = (used[room] / cap).max(axis=1)
+    ranked = sorted(zip(room.tolist(), fill.tolist()),
+                    key=lambda t: (-affinity.get(t[0], 0.0), -t[1]))
+    for i, _ in ranked:
+        if cores[i].fits(b):
+            return i
     return None
 
 
