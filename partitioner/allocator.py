@@ -143,6 +143,49 @@ def _widen_formats(block, index_bits):
 
 
 # ---------------------------------------------------------------- emission
+def _next_axon_id(core):
+    """The first input axon id after every id the synapses on ``core`` already use."""
+    for synapse in reversed(core.synapse_axons):
+        ids = [i for i in core.synapse_axons[synapse] if i is not None]
+        if ids:
+            return ids[-1] + synapse.idxs_per_synapse()
+    return 0
+
+
+def _add_synapse(core, synapse):
+    """Add ``synapse`` to ``core`` as ``Core.add_synapse`` does, numbering its axons
+    after the last id in use.
+
+    ``Core.add_synapse`` continues from the previous synapse's last axon id, which is
+    None when that axon is a dummy (e.g. the input pixels a strided convolution never
+    reads), and then fails with a TypeError. nengo-loihi never adds a synapse after
+    such a one because its allocators give every block a core and those synapses come
+    last in their block; on a shared core the next block's synapses follow them.
+    Counting from the last id in use also keeps a learning synapse's trace ids (two
+    ids per axon) apart from the next synapse's ids.
+    """
+    synapse_cfg_idx = core.get_synapse_cfg_idx(synapse.synapse_cfg)
+    core.synapse_cfg_idxs[synapse] = synapse_cfg_idx
+    step = synapse.idxs_per_synapse()
+    next_id = _next_axon_id(core)
+    ids = []
+    for idx in range(synapse.n_axons):
+        base = synapse.axon_compartment_base(idx)
+        weights, _ = synapse.axon_weights_indices(idx)
+        if base is None or weights.size == 0:
+            ids.append(None)  # dummy axon, not built
+        else:
+            ids.append(next_id)
+            next_id += step
+    core.synapse_axons[synapse] = ids
+    core.board.index_synapse(synapse, core.chip, core, ids)
+
+    start = 0
+    if core.synapse_entries:
+        start = core.synapse_entries[next(reversed(core.synapse_entries))][1]
+    core.synapse_entries[synapse] = (start, start + synapse.size())
+
+
 def _fill_core(core, blocks):
     """Configure ``core`` with ``blocks``, as `Allocator.block_to_new_core` does for one."""
     for block in blocks:
@@ -160,7 +203,7 @@ def _fill_core(core, blocks):
 
     for block in blocks:
         for synapse in block.synapses:
-            core.add_synapse(synapse)
+            _add_synapse(core, synapse)
 
     stdp_pre_cfgs, stdp_pre_cfg_idxs = core_stdp_pre_cfgs(core)
     for cfg in stdp_pre_cfgs:

@@ -120,6 +120,9 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     packed, k = _search_chip_count(ctx, STRATEGIES[strategy], first, max_chips, say,
                                    options)
     do_refine = refine_plan if refine_plan is not None else not strategy.endswith("first-fit")
+    info = getattr(packed, "info", None) or {}
+    if refine_plan is None and info.get("status") == "OPTIMAL":
+        do_refine = False  # proven optimal: local search cannot improve it
     if do_refine and objective != "chips" and k > 1:
         # Spread plans keep chips balanced: no chip grows past 10% over the mean.
         chip_cap = int(np.ceil(1.1 * len(packed.cores) / k)) if spread else None
@@ -137,8 +140,15 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     )
     plan.chip_position = _place(plan, graph, board, options)
     plan.objective_value = _objective_value(graph, plan, board, objective, block_chip)
-    info = getattr(packed, "info", None) or {}
-    plan.bound, plan.gap = info.get("bound"), info.get("gap")
+    # A strategy's bound is on the cut of ctx.traffic: inter-chip spikes, the
+    # objective only for "spikes"; refinement may have lowered the objective since.
+    bound = info.get("bound")
+    if bound is not None and objective == "spikes":
+        plan.bound = float(bound)
+        plan.gap = float(max(0.0, plan.objective_value - bound) / plan.objective_value) \
+            if plan.objective_value > 0 else 0.0
+    elif bound is not None:
+        plan.info["cut_bound"] = float(bound)
     if plan.n_chips == 1 and objective == "spikes":
         plan.bound, plan.gap = 0.0, 0.0
     plan.info.update({k_: v for k_, v in info.items() if k_ not in ("bound", "gap")})
@@ -186,11 +196,15 @@ def _first_chip_count(graph, board, pins, max_chips, spread):
 
 def _search_chip_count(ctx, strategy, first, max_chips, say, options):
     """Run ``strategy`` at increasing chip counts until a plan fits."""
-    for k in range(first, max_chips + 1):
+    k = first
+    while k <= max_chips:
         say(f"trying {k} chip(s)")
+        ctx.notes.clear()
         packed = strategy(ctx, k, **options)
         if packed is not None:
             return packed, k
+        # A strategy that found its cores cannot fit k chips says how many they need.
+        k = max(k + 1, min(ctx.notes.get("min_chips", 0), max_chips))
     raise InfeasibleError(
         f"Could not place the model on {max_chips} chip(s) of {ctx.board.name} "
         f"({ctx.graph.n_blocks} blocks). Allow more chips, use a larger board, or make "

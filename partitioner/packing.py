@@ -237,48 +237,124 @@ def pack(graph, blocks, limits=None, keys=None, traffic=None, max_cores=None):
     size = effective_size(graph, limits)[blocks]
     order = blocks[np.lexsort((blocks, -size))]
 
-    cores = []
+    open_cores = _OpenCores(graph, limits, keys)
     core_of = {}
     unplaced = []
-    cap = limits.capacity_vector()
-    used = np.zeros((16, len(RESOURCES)), dtype=np.int64)  # grows with the cores
-    for b in order:
-        i = _best_core(graph, b, cores, used[:len(cores)], core_of, traffic, cap)
+    for b in order.tolist():
+        i = open_cores.best(b, core_of, traffic)
         if i is None:
-            if max_cores is not None and len(cores) >= max_cores:
-                unplaced.append(int(b))
+            if max_cores is not None and len(open_cores.cores) >= max_cores:
+                unplaced.append(b)
                 continue
-            cores.append(CoreBin(graph, limits, keys))
-            i = len(cores) - 1
-            if i == used.shape[0]:
-                used = np.concatenate([used, np.zeros_like(used)])
-        cores[i].add(b)
-        used[i] = cores[i].used
-        core_of[int(b)] = i
-    return cores, unplaced
+            i = open_cores.open()
+        open_cores.add(i, b)
+        core_of[b] = i
+    return open_cores.cores, unplaced
 
 
-def _best_core(graph, b, cores, used, core_of, traffic, cap):
-    """Index of the core ``b`` fits best: most traffic to it, then fullest."""
-    if not cores or graph.alone[b]:
+#: Cores a block is fully checked against (best candidates first) before a new core
+#: opens; bounds packing to O(blocks x WINDOW) rule checks.
+WINDOW = 16
+
+
+class _OpenCores:
+    """The cores `pack` is filling, with their usage as arrays for fast screening."""
+
+    def __init__(self, graph, limits, keys):
+        self.graph, self.limits, self.keys = graph, limits, keys
+        self.cores = []
+        self.cap = limits.capacity_vector()
+        self.table_cap = np.array([limits.config_capacity(t) for t, _, _ in _TABLES])
+        self.used = np.zeros((16, len(RESOURCES)), dtype=np.int64)
+        self.tables = np.zeros((16, len(_TABLES)), dtype=np.int64)
+        # Per config table: key -> cores whose table holds it.
+        self.holders = [{} for _ in _TABLES]
+
+    def open(self):
+        """Open a new empty core; returns its index."""
+        self.cores.append(CoreBin(self.graph, self.limits, self.keys))
+        i = len(self.cores) - 1
+        if i == self.used.shape[0]:
+            self.used = np.concatenate([self.used, np.zeros_like(self.used)])
+            self.tables = np.concatenate([self.tables, np.zeros_like(self.tables)])
+        return i
+
+    def add(self, i, b):
+        core = self.cores[i]
+        info = self.keys.info(b)
+        wanted = info[7] if core.blocks else info[6]
+        for holders, want, have in zip(self.holders, wanted, core.tables):
+            for key in want - have:
+                holders.setdefault(key, []).append(i)
+        core.add(b)
+        self.used[i] = core.used
+        self.tables[i] = [len(t) for t in core.tables]
+
+    def best(self, b, core_of, traffic):
+        """Index of the core ``b`` fits best: most traffic to it, then fullest."""
+        m = len(self.cores)
+        if m == 0 or self.graph.alone[b]:
+            return None
+        # Resource and config-table screen over all open cores at once, then full
+        # checks of the best few.
+        need = self.graph.resources[b].copy()
+        need[_SYN_BITS] = self.graph.shared_synapse_bits[b]
+        used = self.used[:m]
+        room = np.flatnonzero(((used + need) <= self.cap).all(axis=1))
+        if room.size == 0:
+            return None
+        new = self._new_keys(b, room)
+        if new is not None:
+            room = room[((self.tables[room] + new) <= self.table_cap).all(axis=1)]
+            if room.size == 0:
+                return None
+        fill = (used[room] / self.cap).max(axis=1)
+        affinity = self._affinity(b, room, core_of, traffic)
+        order = np.argsort(-fill, kind="stable") if affinity is None else \
+            np.lexsort((-fill, -affinity))
+        for i in room[order[:WINDOW]].tolist():
+            if self.cores[i].fits(b):
+                return i
         return None
-    # Cheap resource screen over all open cores at once, then full checks in order.
-    room = np.flatnonzero(np.all(used + graph.resources[b] <= cap, axis=1))
-    if room.size == 0:
-        return None
-    start, stop = traffic.indptr[b], traffic.indptr[b + 1]
-    affinity = {}
-    for nb, w in zip(traffic.indices[start:stop].tolist(), traffic.data[start:stop].tolist()):
-        i = core_of.get(nb)
-        if i is not None:
-            affinity[i] = affinity.get(i, 0.0) + w
-    fill = (used[room] / cap).max(axis=1)
-    ranked = sorted(zip(room.tolist(), fill.tolist()),
-                    key=lambda t: (-affinity.get(t[0], 0.0), -t[1]))
-    for i, _ in ranked:
-        if cores[i].fits(b):
-            return i
-    return None
+
+    def _new_keys(self, b, room):
+        """Keys ``b`` would add to each table of each core in ``room`` (None: no table
+        could overflow, so there is nothing to screen)."""
+        keys = self.keys.info(b)[7]  # an occupied core: b sits at an offset
+        n_keys = np.array([len(k) for k in keys])
+        tight = ((self.tables[room] + n_keys) > self.table_cap).any(axis=0)
+        if not tight.any():
+            return None
+        new = np.tile(n_keys, (room.size, 1))
+        for t in np.flatnonzero(tight).tolist():
+            holders = self.holders[t]
+            for key in keys[t]:
+                cores = holders.get(key)
+                if cores:
+                    cores = np.asarray(cores)
+                    pos = np.searchsorted(room, cores)
+                    hit = pos < room.size
+                    hit[hit] = room[pos[hit]] == cores[hit]
+                    new[pos[hit], t] -= 1
+        return new
+
+    @staticmethod
+    def _affinity(b, room, core_of, traffic):
+        start, stop = traffic.indptr[b], traffic.indptr[b + 1]
+        if stop == start:
+            return None
+        near = [(core_of.get(nb), w) for nb, w in zip(
+            traffic.indices[start:stop].tolist(), traffic.data[start:stop].tolist())]
+        near = [(i, w) for i, w in near if i is not None]
+        if not near:
+            return None
+        cores, weights = np.array(near).T
+        affinity = np.zeros(room.size)
+        pos = np.searchsorted(room, cores)
+        hit = pos < room.size
+        hit[hit] = room[pos[hit]] == cores[hit]
+        np.add.at(affinity, pos[hit], weights[hit])
+        return affinity
 
 
 def core_violations(graph, blocks, limits=None, keys=None):
@@ -324,17 +400,22 @@ def check_blocks(graph, limits=None):
     suggestion = _suggest_shape(graph, b, value, lim, rule)
     fix = (
         f"Split the ensemble into smaller blocks: nengo_loihi.add_params(net); "
-        f"net.config[ens].block_shape = {suggestion!r}"
+        f"net.config[ens].block_shape = {_shape_text(suggestion)}."
         if suggestion is not None
         else "Split the ensemble into smaller blocks with nengo_loihi.BlockShape."
     )
     more = f" ({bad.size - 1} more blocks also break a rule.)" if bad.size > 1 else ""
     raise BlockTooLargeError(
         f"Block {graph.labels[b]} from {graph.sources[b]} does not fit on one Loihi core: "
-        f"{'; '.join(p.split(': ', 1)[1] for p in problems)}. {fix}.{more}",
+        f"{'; '.join(p.split(': ', 1)[1] for p in problems)}. {fix}{more}",
         block=graph.labels[b], source=graph.sources[b], rule=rule, value=value,
         limit=lim, suggestion=suggestion,
     )
+
+
+def _shape_text(shape):
+    """``BlockShape((k,), (n,))`` source text of a nengo_loihi.BlockShape."""
+    return f"nengo_loihi.BlockShape({tuple(shape.shape)}, {tuple(shape.ensemble_shape)})"
 
 
 def _suggest_shape(graph, b, value, limit, rule):

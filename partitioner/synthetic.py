@@ -96,6 +96,8 @@ def random_graph(n_blocks, avg_degree=8, seed=0, n_config_keys=24, *,
     configs = _configs(rng, cluster, resources[:, 1] > 0, n_config_keys, n)
     learning, pop_sender, pop16 = _flags(rng, n, learning_fraction, pop_sender_fraction,
                                         pop16_fraction)
+    # A pop16 receiver's axon ids must stay below its id range (2**axon_bits).
+    pop16 = np.where(pop16 >= resources[:, 1], pop16, 0)
     configs["stdp_pre_cfgs"] = _pick(rng, np.flatnonzero(learning), n, 2, 1)
     core_key = (rng.random(n) < second_core_key_fraction).astype(np.int64)
     noise_key = np.where(rng.random(n) < noise_fraction, rng.integers(0, 3, n), -1)

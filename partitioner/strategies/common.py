@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
-from partitioner.packing import BlockKeys, CoreBin, pack
+from partitioner.graph import RESOURCES
+from partitioner.packing import WINDOW, BlockKeys, CoreBin, pack
+
+SYNAPSE_BITS = RESOURCES.index("synapse_bits")
 
 __all__ = ["Packed", "Context", "pack_by_chip", "chip_traffic", "interchip_spikes"]
 
@@ -43,6 +46,8 @@ class Context:
     pins: dict
     seed: int = 0
     spread: bool = False
+    #: Strategies may record what they learned, e.g. ``min_chips`` after a failure.
+    notes: dict = field(default_factory=dict)
 
     @property
     def cores_per_chip(self):
@@ -72,7 +77,14 @@ class Packed:
 
     def chip_cores(self, chip):
         """Indices of the cores on ``chip``."""
-        return [i for i, c in enumerate(self.core_chip) if c == chip]
+        return np.flatnonzero(np.asarray(self.core_chip) == chip).tolist()
+
+    def cores_by_chip(self):
+        """List, per chip, of the indices of its cores."""
+        chips = np.asarray(self.core_chip, dtype=np.int64)
+        order = np.argsort(chips, kind="stable")
+        bounds = np.searchsorted(chips[order], np.arange(self.n_chips + 1))
+        return [order[bounds[c]:bounds[c + 1]].tolist() for c in range(self.n_chips)]
 
     def cores_on_chips(self):
         """(n_chips,) number of cores on each chip."""
@@ -116,17 +128,29 @@ class Packed:
     def absorb(self, i, targets):
         """Move every block of core ``i`` into the cores ``targets``, then delete core i.
 
-        Blocks go largest first, each to the first target it fits. All or nothing:
-        returns False, changing nothing, when some block fits no target.
+        Blocks go largest first, each to the first target (in the given order) it fits.
+        All or nothing: returns False, changing nothing, when some block fits no target.
         """
+        targets = list(targets)
+        if not targets:
+            return False
+        cap = self.ctx.limits.capacity_vector()
+        used = np.array([self.cores[j].used for j in targets], dtype=np.int64)
+        blocks = sorted(self.cores[i].blocks, key=lambda b: -self.ctx.sizes[b])
+        need = self.ctx.graph.resources[blocks].copy()
+        need[:, SYNAPSE_BITS] = self.ctx.graph.shared_synapse_bits[blocks]
+        if np.any(need.sum(axis=0) > (cap - used).clip(min=0).sum(axis=0)):
+            return False
         staged = {}
-        for b in sorted(self.cores[i].blocks, key=lambda b: -self.ctx.sizes[b]):
-            for j in targets:
+        for b, res in zip(blocks, need):
+            for pos in np.flatnonzero(np.all(used + res <= cap, axis=1))[:WINDOW].tolist():
+                j = targets[pos]
                 cand = staged.get(j, self.cores[j])
                 if cand.fits(b):
                     if j not in staged:
                         staged[j] = cand.copy()
                     staged[j].add(b)
+                    used[pos] = staged[j].used
                     break
             else:
                 return False

@@ -77,6 +77,9 @@ MAX_CORE_VARS = 400_000
 FULL_SYMMETRY_VARS = 30_000
 #: Weights are scaled so that the heaviest edge is about this many integer units.
 WEIGHT_UNITS = 1e7
+#: Share of the time left that the master search spends with CP-SAT's default workers
+#: before switching to its objective lower-bound search.
+SEARCH_SHARE = 0.6
 #: Longest single exact packing check, in seconds.
 PACK_CHECK_SECONDS = 2.0
 _EPS = 1e-12
@@ -272,13 +275,15 @@ def _edges(traffic):
 
 
 # ==================================================================== CP-SAT glue
-def _solve(model, params, limit=None):
+def _solve(model, params, limit=None, subsolvers=None):
     """Solve ``model`` until the deadline (or ``limit`` seconds)."""
     solver = cp_model.CpSolver()
     seconds = params.remaining() if limit is None else min(limit, params.remaining())
     solver.parameters.max_time_in_seconds = max(0.01, seconds)
     solver.parameters.num_workers = max(1, params.workers)
     solver.parameters.random_seed = params.seed
+    for name in subsolvers or ():
+        solver.parameters.subsolvers.append(name)
     status = solver.solve(model)
     return solver, _status_name(status)
 
@@ -345,6 +350,13 @@ def _order_by_smallest(m, y, k):
         m.add(y[0][c] == 0)
         for i in range(1, n):
             m.add_implication(y[i][c], pre[i - 1])
+
+
+def _use_every_chip(ctx, m, y, k):
+    """Plans spread over the board (``ctx.spread``) put something on every chip."""
+    if getattr(ctx, "spread", False):
+        for c in range(k):
+            m.add(sum(row[c] for row in y) >= 1)
 
 
 def _canonical_chips(chips, relabel):
@@ -542,6 +554,8 @@ class SlotModel:
             if len(self.slot_items[s]):
                 self._slot_rules(s)
         self._symmetry()
+        if objective:
+            _use_every_chip(ctx, self.m, self.y, self.k)
         self.d = None
         if objective:
             self._objective()
@@ -924,6 +938,7 @@ class _Master:
         self.symmetric = not ctx.pins and k > 1
         if self.symmetric:
             _order_by_smallest(m, self.y, k)
+        _use_every_chip(ctx, m, self.y, k)
         self.n_rows = add_chip_capacity(m, g, ctx.limits, ctx.cores_per_chip, self.y, k)
         a, b, w = _edges(ctx.traffic)
         self.edges = (a, b)
@@ -950,13 +965,37 @@ class _Master:
             self.m.add_hint(v, chip[a] != chip[b])
 
     def solve(self, params):
-        """``(status, block_chip or None, bound)``."""
-        solver, status = _solve(self.m, params)
+        """``(status, block_chip or None, bound)``.
+
+        The search runs first with CP-SAT's default workers (best at proving small
+        models optimal); if that has not finished after `SEARCH_SHARE` of the time
+        left, the rest goes to CP-SAT's objective lower-bound search, hinted with the
+        best solution so far (best at raising the bound of hard ones).
+        """
+        solver, status = _solve(self.m, params, limit=SEARCH_SHARE * params.remaining())
         bound = _true_bound(solver, status, self.scale, self.over)
+        chips = self._chips(solver, status)
+        if status in ("OPTIMAL", "INFEASIBLE") or params.remaining() < 0.2:
+            return status, chips, bound
+        if chips is not None:
+            self.hint(chips)
+        solver2, status2 = _solve(self.m, params, subsolvers=["objective_lb_search"])
+        bound2 = _true_bound(solver2, status2, self.scale, self.over)
+        if bound2 is not None:
+            bound = bound2 if bound is None else max(bound, bound2)
+        chips2 = self._chips(solver2, status2)
+        if chips2 is not None and (chips is None or status2 == "OPTIMAL" or
+                                   solver2.objective_value <= solver.objective_value):
+            chips = chips2
+        if status2 in ("OPTIMAL", "INFEASIBLE"):
+            return status2, chips, bound
+        return ("FEASIBLE" if chips is not None else status), chips, bound
+
+    def _chips(self, solver, status):
         if status not in ("OPTIMAL", "FEASIBLE"):
-            return status, None, bound
+            return None
         chips = np.array([[solver.boolean_value(v) for v in row] for row in self.y])
-        return status, chips.argmax(axis=1).astype(np.int64), bound
+        return chips.argmax(axis=1).astype(np.int64)
 
 
 def _solve_blocks(ctx, k, hint, params):
@@ -1060,6 +1099,7 @@ def _solve_cores(ctx, k, warm, params):
         m.add(sum(z[i][c] for i in range(n)) <= cap)
     if not pinned and k > 1:
         _order_by_smallest(m, z, k)
+    _use_every_chip(ctx, m, z, k)
     d = _cut_objective(m, z, a, b, k)
     m.minimize(_dot(wi, d))
     if start is not None:

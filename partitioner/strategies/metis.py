@@ -34,6 +34,8 @@ __all__ = ["metis_parts", "repair_overfull", "chip_first", "core_first", "metis"
 SIZE_UNITS = 1000
 #: Chips are filled to at most this fraction of their cores, leaving room for packing.
 TARGET_FILL = 0.95
+#: `core_first` packs globally with traffic affinity, O(blocks x cores): only up to here.
+CORE_FIRST_MAX_BLOCKS = 5_000
 #: Imbalance allowed between chips when a plan spreads over every chip.
 BALANCED = 0.05
 
@@ -104,19 +106,21 @@ def repair_overfull(packed, ctx, n_chips):
     """
     cap = ctx.cores_per_chip
     pinned = set(ctx.pins)
+    if len(packed.cores) > n_chips * cap:
+        ctx.notes["min_chips"] = -(-len(packed.cores) // cap)
+        return False
     while True:
         counts = np.bincount(np.asarray(packed.core_chip), minlength=n_chips)
         over = np.flatnonzero(counts > cap)
         if over.size == 0:
             return True
         chip = int(over[np.argmax(counts[over])])
-        to_chip = chip_traffic(ctx.traffic, packed.block_chip(), n_chips)
         movable = [i for i in packed.chip_cores(chip)
                    if not pinned.intersection(packed.cores[i].blocks)]
         if not movable:
             return False
-        flows = {i: np.asarray(to_chip[packed.cores[i].blocks].sum(axis=0)).ravel()
-                 for i in movable}
+        core_flow = _core_chip_flow(packed, ctx.traffic, n_chips)
+        flows = {i: core_flow[i] for i in movable}
         movable.sort(key=lambda i: flows[i][chip] - flows[i].sum() / n_chips)
         if any(_dissolve(packed, i, flows[i], chip) for i in movable[:8]):
             continue
@@ -127,10 +131,20 @@ def repair_overfull(packed, ctx, n_chips):
         packed.core_chip[i] = int(np.argmax(np.where(room, flows[i], -np.inf)))
 
 
+def _core_chip_flow(packed, traffic, n_chips):
+    """(n_cores, n_chips) dense traffic from each core's blocks to each chip."""
+    n = packed.block_core.size
+    to_chip = chip_traffic(traffic, packed.block_chip(), n_chips)
+    onehot = sp.csr_matrix((np.ones(n), (packed.block_core, np.arange(n))),
+                           shape=(len(packed.cores), n))
+    return (onehot @ to_chip).toarray()
+
+
 def _dissolve(packed, i, flow, chip):
     """Spread core ``i``'s blocks over existing cores of other chips; all or nothing."""
+    by_chip = packed.cores_by_chip()
     order = [int(c) for c in np.argsort(-flow, kind="stable") if c != chip]
-    return packed.absorb(i, [j for c in order for j in packed.chip_cores(c)])
+    return packed.absorb(i, [j for c in order for j in by_chip[c]])
 
 
 def core_first(ctx, k):
@@ -175,7 +189,7 @@ def metis(ctx, k, tries=None):
         Chips to use.
     tries : int, optional
         METIS seeds to try (``ctx.seed``, ``ctx.seed + 1``, ...); default 4 for graphs
-        up to 20,000 blocks, else 1. The best plan (fewest inter-chip spikes, then
+        up to 5,000 blocks, 2 up to 20,000, else 1. The best plan (fewest inter-chip spikes, then
         fewest cores) wins, so the result is deterministic for a seed.
 
     Returns
@@ -185,17 +199,21 @@ def metis(ctx, k, tries=None):
     """
     g = ctx.graph
     if tries is None:
-        tries = 4 if g.n_blocks <= 20_000 and k > 1 else 1
+        tries = 1 if k == 1 else 4 if g.n_blocks <= 5_000 else 2 if g.n_blocks <= 20_000 else 1
     found = []
     for i in range(tries):
         packed = chip_first(dataclasses.replace(ctx, seed=ctx.seed + i), k)
         if packed is not None and _uses_all_chips(packed, ctx, k):
             found.append(packed)
-    if not found:
+        if ctx.notes.get("min_chips", 0) > k + 1:
+            return None  # far too few chips: more seeds will not help
+    if not found and g.n_blocks <= CORE_FIRST_MAX_BLOCKS:
         packed = core_first(ctx, k)
         if packed is None or not _uses_all_chips(packed, ctx, k):
             return None
         return packed
+    if not found:
+        return None
     return min(found, key=lambda p: (interchip_spikes(g, p.block_chip()), len(p.cores)))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from partitioner.packing import WINDOW
 from partitioner.strategies.common import chip_traffic
 
 __all__ = ["refine", "consolidate"]
@@ -35,7 +36,8 @@ def _target_core(packed, b, cores, traffic):
     for nb, w in zip(traffic.indices[start:stop], traffic.data[start:stop]):
         i = int(packed.block_core[nb])
         affinity[i] = affinity.get(i, 0.0) + w
-    for i in sorted(cores, key=lambda i: (-affinity.get(i, 0.0), -packed.cores[i].fill)):
+    ranked = sorted(cores, key=lambda i: (-affinity.get(i, 0.0), -packed.cores[i].fill))
+    for i in ranked[:WINDOW]:
         if packed.cores[i].fits(b):
             return i
     return None
@@ -108,7 +110,7 @@ def _improving_blocks(traffic, block_chip, n_chips, to_chip):
 
 def _move(packed, b, dest, traffic, cap):
     """Move block ``b`` to chip ``dest`` if it fits; returns whether it moved."""
-    cores = [i for i, c in enumerate(packed.core_chip) if c == dest]
+    cores = packed.chip_cores(dest)
     target = _target_core(packed, b, cores, traffic)
     if target is None and len(cores) >= cap:
         return False
@@ -122,7 +124,7 @@ def _move(packed, b, dest, traffic, cap):
     return True
 
 
-def consolidate(packed, max_fill=0.6):
+def consolidate(packed, max_fill=0.35):
     """Empty lightly used cores into other cores on the same chip where possible.
 
     Parameters
@@ -148,7 +150,6 @@ def consolidate(packed, max_fill=0.6):
 
 def _empty_core(packed, i):
     """Move every block of core ``i`` into other cores of its chip, or nothing."""
-    chip = packed.core_chip[i]
-    others = [j for j, c in enumerate(packed.core_chip) if c == chip and j != i]
+    others = [j for j in packed.chip_cores(packed.core_chip[i]) if j != i]
     others.sort(key=lambda j: -packed.cores[j].fill)
     return packed.absorb(i, others)

@@ -1,0 +1,417 @@
+"""Placing a plan's chips on the board's chip mesh.
+
+Spikes between chips travel over the board's 2-D mesh of chip-to-chip links, one link
+per hop (``BoardSpec.hop_matrix``), routed X then Y (`partitioner.metrics.xy_route`).
+Which mesh position each chip takes therefore decides how many link hops the inter-chip
+traffic costs and how busy the busiest link is. `place_chips` chooses the positions:
+
+* the *hop-weighted cost* ``sum_ab T[a, b] * hops(pos a, pos b)`` (``T``: spikes per
+  step from chip ``a`` to chip ``b``) is a quadratic assignment problem. Up to
+  `EXACT_MAX_CHIPS` chips it is solved exactly with CP-SAT (positions restricted,
+  without loss, to a window of ``n x n`` positions: empty rows and columns between
+  chips can always be closed up without lengthening any route). Larger plans get a
+  greedy construction (heaviest traffic first, each chip at the free position nearest
+  its placed partners) followed by best-improvement pairwise swaps (moves to empty
+  positions included), vectorized over the chip x chip traffic matrix;
+* the *max link load* is then lowered by moving the chips whose traffic crosses the
+  busiest link, as far as that keeps the hop-weighted cost (objective ``"spikes"``), or
+  first of all (objective ``"max_link"``).
+
+The result is never worse than the identity placement (chip ``i`` at position ``i``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from partitioner.errors import PlanError
+from partitioner.hardware import get_board
+from partitioner.metrics import chip_traffic, link_loads, xy_route
+
+__all__ = [
+    "place_chips",
+    "placement_report",
+    "placement_cost",
+    "EXACT_MAX_CHIPS",
+]
+
+#: ``method="auto"`` solves placements of up to this many chips exactly.
+EXACT_MAX_CHIPS = 8
+#: Relative tolerance when comparing costs.
+_TOL = 1e-9
+
+
+# ===================================================================== public API
+def place_chips(graph, plan, board=None, seed=0, method="auto", time_limit=5.0,
+                objective=None):
+    """Board mesh position of every chip of ``plan``.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+        The graph ``plan`` places.
+    plan : Plan
+        Its ``block_chip`` decides the chip-to-chip traffic.
+    board : BoardSpec or str, optional
+        Board whose mesh the chips go on (default: ``plan.board``).
+    seed : int
+        Seed for tie-breaking and the random restarts of the heuristic.
+    method : {"auto", "exact", "heuristic", "identity"}
+        ``"auto"``: exact for at most `EXACT_MAX_CHIPS` chips, else heuristic.
+    time_limit : float
+        Seconds for the exact solver, and for the heuristic's searches.
+    objective : {"spikes", "max_link", "chips"}, optional
+        What to minimize first (default: ``plan.objective``). ``"spikes"``: hop-weighted
+        cost, then max link load; ``"max_link"``: max link load, then hop-weighted
+        cost; ``"chips"``: nothing (identity placement).
+
+    Returns
+    -------
+    (n_chips,) int64 ndarray
+        Row-major index into ``board.chip_positions()`` of each chip.
+
+    Raises
+    ------
+    PlanError
+        The plan has more chips than the board, or ``method``/``objective`` is unknown.
+    """
+    board = get_board(plan.board if board is None else board)
+    n = plan.n_chips
+    objective = plan.objective if objective is None else objective
+    _check_args(n, board, method, objective)
+    identity = np.arange(n, dtype=np.int64)
+    if n <= 1 or method == "identity" or objective == "chips":
+        return identity
+    traffic = chip_traffic(graph, plan, "spikes")
+    if not np.any(traffic):
+        return identity
+    return _place(traffic, board, seed, method, time_limit, objective)
+
+
+def placement_cost(traffic, positions, board):
+    """Hop-weighted cost, max link load and max hops of one placement.
+
+    Parameters
+    ----------
+    traffic : (n, n) array
+        Directed spikes per step between chips.
+    positions : (n,) int array
+        Board position of each chip.
+    board : BoardSpec or str
+
+    Returns
+    -------
+    dict
+        ``hop_weighted_cost``, ``max_link_load``, ``max_hops``.
+    """
+    board = get_board(board)
+    traffic = np.asarray(traffic, dtype=np.float64)
+    pos = np.asarray(positions, dtype=np.int64)
+    hops = board.hop_matrix()[np.ix_(pos, pos)]
+    loads = link_loads(traffic, pos, board.mesh_shape)
+    talking = traffic > 0
+    return {
+        "hop_weighted_cost": float((traffic * hops).sum()),
+        "max_link_load": float(loads.max()) if loads.size else 0.0,
+        "max_hops": int(hops[talking].max()) if talking.any() else 0,
+    }
+
+
+def placement_report(graph, plan, board=None, seed=0, positions=None, time_limit=5.0):
+    """Hop-weighted cost and max link load of three placements of ``plan``'s chips.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    plan : Plan
+    board : BoardSpec or str, optional
+        Default ``plan.board``.
+    seed : int
+        Seed of the random placement and of `place_chips`.
+    positions : (n_chips,) int array, optional
+        The placement to report as ``"placed"``; default: `place_chips` with the
+        plan's objective.
+    time_limit : float
+        Passed to `place_chips`.
+
+    Returns
+    -------
+    dict
+        ``"identity"`` (chip ``i`` at position ``i``), ``"random"`` (a uniformly random
+        placement) and ``"placed"``, each a `placement_cost` dict with ``positions``;
+        ``"hop_ratio_vs_identity"`` and ``"hop_ratio_vs_random"`` (placed cost over
+        the other; below 1 is better), and ``"link_ratio_vs_identity"``.
+    """
+    board = get_board(plan.board if board is None else board)
+    n = plan.n_chips
+    _check_args(n, board, "auto", "spikes")
+    traffic = chip_traffic(graph, plan, "spikes")
+    if positions is None:
+        positions = place_chips(graph, plan, board, seed=seed, time_limit=time_limit)
+    rng = np.random.default_rng(seed)
+    layouts = {
+        "identity": np.arange(n, dtype=np.int64),
+        "random": rng.permutation(board.n_chips)[:n].astype(np.int64),
+        "placed": np.asarray(positions, dtype=np.int64),
+    }
+    out = {}
+    for name, pos in layouts.items():
+        out[name] = placement_cost(traffic, pos, board)
+        out[name]["positions"] = pos.tolist()
+    out["hop_ratio_vs_identity"] = _ratio(out["placed"]["hop_weighted_cost"],
+                                          out["identity"]["hop_weighted_cost"])
+    out["hop_ratio_vs_random"] = _ratio(out["placed"]["hop_weighted_cost"],
+                                        out["random"]["hop_weighted_cost"])
+    out["link_ratio_vs_identity"] = _ratio(out["placed"]["max_link_load"],
+                                           out["identity"]["max_link_load"])
+    return out
+
+
+def _ratio(a, b):
+    return float(a / b) if b > 0 else (1.0 if a == 0 else float("inf"))
+
+
+def _check_args(n, board, method, objective):
+    if n > board.n_chips:
+        raise PlanError(
+            f"The plan uses {n} chips but {board.name} has {board.n_chips} positions. "
+            f"Place it on a larger board."
+        )
+    if method not in ("auto", "exact", "heuristic", "identity"):
+        raise PlanError(
+            f"Unknown placement method {method!r}; use 'auto', 'exact', 'heuristic' or "
+            f"'identity'."
+        )
+    if objective not in ("spikes", "max_link", "chips"):
+        raise PlanError(
+            f"Unknown objective {objective!r}; use 'spikes', 'max_link' or 'chips'."
+        )
+
+
+# ======================================================================= driver
+class _Scorer:
+    """Hop-weighted cost and max link load of placements of one traffic matrix."""
+
+    def __init__(self, traffic, board, objective):
+        self.traffic = traffic
+        self.board = board
+        self.hops = board.hop_matrix()
+        self.mesh = tuple(board.mesh_shape)
+        self.objective = objective
+        src, dst = np.nonzero(traffic)
+        self.flows = (src, dst, traffic[src, dst])
+
+    def hop_cost(self, pos):
+        src, dst, w = self.flows
+        return float((w * self.hops[pos[src], pos[dst]]).sum())
+
+    def loads(self, pos):
+        return link_loads(self.traffic, pos, self.mesh)
+
+    def key(self, pos):
+        """Lexicographic score (smaller is better) for the objective."""
+        hop = self.hop_cost(pos)
+        link = float(self.loads(pos).max())
+        return (link, hop) if self.objective == "max_link" else (hop, link)
+
+
+def _better(a, b):
+    """Whether score tuple ``a`` is strictly better than ``b`` (with tolerance)."""
+    for x, y in zip(a, b):
+        tol = _TOL * max(abs(x), abs(y), 1.0)
+        if x < y - tol:
+            return True
+        if x > y + tol:
+            return False
+    return False
+
+
+def _place(traffic, board, seed, method, time_limit, objective):
+    n = traffic.shape[0]
+    deadline = time.perf_counter() + float(time_limit)
+    scorer = _Scorer(traffic, board, objective)
+    sym = traffic + traffic.T
+    identity = np.arange(n, dtype=np.int64)
+    candidates = [identity]
+    if method == "exact" or (method == "auto" and n <= EXACT_MAX_CHIPS):
+        exact = _exact_hops(sym, board, max(0.1, deadline - time.perf_counter()), seed)
+        if exact is not None:
+            candidates.append(exact)
+    else:
+        rng = np.random.default_rng(seed)
+        for start in (_greedy(sym, board, rng), identity):
+            candidates.append(_swap_search(sym, board, start, deadline))
+    best = min(candidates, key=scorer.hop_cost)
+    best = _link_polish(scorer, best, deadline)
+    # Never worse than the identity placement.
+    return best if not _better(scorer.key(identity), scorer.key(best)) else identity
+
+
+# =================================================================== exact model
+def _exact_hops(sym, board, time_limit, seed):
+    """Positions minimizing the hop-weighted cost, by CP-SAT (None if none found)."""
+    from partitioner.strategies.ilp import scale_weights
+
+    n = sym.shape[0]
+    rows, cols = board.mesh_shape
+    window = [(r, c) for r in range(min(rows, n)) for c in range(min(cols, n))]
+    a_idx, b_idx = np.nonzero(np.triu(sym, k=1))
+    wi, _, _ = scale_weights(sym[a_idx, b_idx])
+
+    m = cp_model.CpModel()
+    p = [[m.new_bool_var("") for _ in window] for _ in range(n)]
+    for a in range(n):
+        m.add_exactly_one(p[a])
+    for q in range(len(window)):
+        m.add_at_most_one(p[a][q] for a in range(n))
+    row = [sum(r * v for (r, _), v in zip(window, p[a]) if r) for a in range(n)]
+    col = [sum(c * v for (_, c), v in zip(window, p[a]) if c) for a in range(n)]
+    terms = []
+    for a, b, w in zip(a_idx, b_idx, wi):
+        for coord, size in ((row, min(rows, n)), (col, min(cols, n))):
+            dist = m.new_int_var(0, size - 1, "")
+            m.add(dist >= coord[a] - coord[b])
+            m.add(dist >= coord[b] - coord[a])
+            terms.append(int(w) * dist)
+    m.minimize(sum(terms))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = float(time_limit)
+    solver.parameters.num_workers = 2
+    solver.parameters.random_seed = int(seed)
+    status = solver.solve(m)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    pos = np.empty(n, dtype=np.int64)
+    for a in range(n):
+        q = next(q for q, v in enumerate(p[a]) if solver.boolean_value(v))
+        r, c = window[q]
+        pos[a] = r * cols + c
+    return pos
+
+
+# ================================================================ heuristic
+def _greedy(sym, board, rng):
+    """Chips placed one by one, most-connected first, each where it adds least cost."""
+    n = sym.shape[0]
+    hops = board.hop_matrix().astype(np.float64)
+    n_pos = hops.shape[0]
+    centre = hops.sum(axis=1)
+    # Ties go to central positions, then at random.
+    tie = (centre / max(centre.max(), 1.0) + 1e-3 * rng.random(n_pos)) * 1e-6
+    scale = max(float(sym.max()), 1e-12)
+    acc = np.zeros((n, n_pos))
+    conn = np.zeros(n)
+    strength = sym.sum(axis=1)
+    free = np.ones(n_pos, dtype=bool)
+    placed = np.zeros(n, dtype=bool)
+    pos = np.empty(n, dtype=np.int64)
+    for _ in range(n):
+        score = np.where(placed, -np.inf, conn + 1e-9 * strength)
+        a = int(np.argmax(score))
+        cost = np.where(free, acc[a] / scale + tie, np.inf)
+        q = int(np.argmin(cost))
+        pos[a], placed[a], free[q] = q, True, False
+        nbrs = np.flatnonzero(sym[:, a])
+        acc[nbrs] += sym[nbrs, a][:, None] * hops[q][None, :]
+        conn[nbrs] += sym[nbrs, a]
+    return pos
+
+
+def _swap_search(sym, board, start, deadline):
+    """Best-improvement pairwise swaps of positions (empty positions included).
+
+    Chips and empty positions form a permutation of all board positions; swapping two
+    entries changes the cost by ``M[a,b] + M[b,a] - M[a,a] - M[b,b] + 2 S[a,b] D[a,b]``
+    with ``D`` the hop matrix of the current positions and ``M = S @ D``, which is
+    updated in O(positions^2) per swap.
+    """
+    n = sym.shape[0]
+    hops = board.hop_matrix().astype(np.float64)
+    n_pos = hops.shape[0]
+    perm = np.concatenate([start, np.setdiff1d(np.arange(n_pos), start)])
+    S = np.zeros((n_pos, n_pos))
+    S[:n, :n] = sym
+    D = hops[np.ix_(perm, perm)]
+    M = S @ D
+    tol = _TOL * max(float((S * D).sum()), 1.0)
+    while time.perf_counter() < deadline:
+        diag = np.diag(M)
+        delta = (M[:n] + M.T[:n] - diag[:n, None] - diag[None, :]
+                 + 2 * S[:n] * D[:n])
+        flat = int(np.argmin(delta))
+        a, b = divmod(flat, n_pos)
+        if delta[a, b] >= -tol:
+            break
+        perm[a], perm[b] = perm[b], perm[a]
+        M, D = _swap_update(S, M, D, hops, perm, a, b)
+    return perm[:n].copy()
+
+
+def _swap_update(S, M, D, hops, perm, a, b):
+    """``M = S @ D`` and ``D`` after entries ``a`` and ``b`` of ``perm`` swapped."""
+    new_rows = hops[perm[[a, b]]][:, perm]          # D rows a, b after the swap
+    delta_rows = new_rows - D[[a, b]]               # change of rows a, b (and cols)
+    M = M + S[:, [a, b]] @ delta_rows               # rows a, b of D changed
+    col_change = delta_rows.T.copy()                # columns a, b of D changed ...
+    col_change[[a, b]] = 0.0                        # ... except rows a, b (done above)
+    M[:, [a, b]] += S @ col_change
+    D = D.copy()
+    D[[a, b]] = new_rows
+    D[:, [a, b]] = new_rows.T
+    return M, D
+
+
+# ========================================================== link-load polishing
+def _link_polish(scorer, pos, deadline, max_rounds=200, radius=2):
+    """Move chips whose flows cross the busiest link while the score improves.
+
+    Candidates: each endpoint chip of the heaviest flows on the busiest link, moved to
+    (or swapped with the chip at) every position within ``radius`` hops.
+    """
+    pos = pos.copy()
+    best = scorer.key(pos)
+    hops = scorer.hops
+    for _ in range(max_rounds):
+        if time.perf_counter() >= deadline:
+            break
+        loads = scorer.loads(pos)
+        hot = int(np.argmax(loads))
+        if loads[hot] <= 0:
+            break
+        improved = False
+        for a in _chips_on_link(scorer, pos, hot):
+            at = {int(q): i for i, q in enumerate(pos)}
+            for q in np.flatnonzero(hops[pos[a]] <= radius):
+                if q == pos[a] or time.perf_counter() >= deadline:
+                    continue
+                trial = pos.copy()
+                other = at.get(int(q))
+                if other is not None:
+                    trial[other] = pos[a]
+                trial[a] = q
+                key = scorer.key(trial)
+                if _better(key, best):
+                    pos, best, improved = trial, key, True
+                    break
+            if improved:
+                break
+        if not improved:
+            break
+    return pos
+
+
+def _chips_on_link(scorer, pos, link, top=4):
+    """Endpoint chips of the heaviest flows routed over ``link``."""
+    src, dst, w = scorer.flows
+    flow, links = xy_route(pos[src], pos[dst], scorer.mesh)
+    through = np.unique(flow[links == link])
+    heavy = through[np.argsort(-w[through], kind="stable")[:top]]
+    chips = []
+    for f in heavy:
+        for c in (int(src[f]), int(dst[f])):
+            if c not in chips:
+                chips.append(c)
+    return chips
