@@ -22,7 +22,7 @@ def _no_traffic(n):
     return sp.csr_matrix((n, n))
 
 
-def first_fit(ctx, k):
+def first_fit(ctx, k, **_):
     """Pack by size alone, then fill chips with cores in order."""
     g = ctx.graph
     cores, _ = pack(g, np.arange(g.n_blocks), ctx.limits, ctx.keys, _no_traffic(g.n_blocks))
@@ -32,7 +32,7 @@ def first_fit(ctx, k):
     return Packed(ctx, cores, core_chip)
 
 
-def metis_first_fit(ctx, k):
+def metis_first_fit(ctx, k, **_):
     """METIS chips balanced by compartments alone, then pack each chip by size.
 
     This is what using METIS without a core model gives: no config-table or axon

@@ -179,7 +179,7 @@ def chip_first(ctx, k):
     return packed if repair_overfull(packed, ctx, k) else None
 
 
-def metis(ctx, k, tries=None):
+def metis(ctx, k, tries=None, **_):
     """METIS strategy: the best of several seeded `chip_first` cuts, else `core_first`.
 
     Parameters
