@@ -590,23 +590,25 @@ def _run_with_progress(sim, steps, progress):
 
 
 # ------------------------------------------------------------ block tables
-def _live_axons(synapse):
+def _weight_sizes(synapse):
+    """Number of weights of each of ``synapse.weights`` (one array per weight index)."""
+    return np.array([w.size for w in synapse.weights or ()], dtype=np.int64)
+
+
+def _live_axons(synapse, sizes):
     """Which input axons of ``synapse`` get a synapse map id (not dummies).
 
     Mirrors ``Core.add_synapse``: an axon is a dummy when its compartment base is
     negative or its weights are empty.
     """
     n = synapse.n_axons
-    weights = synapse.weights or []
-    sizes = np.fromiter(
-        (w.shape[-1] if np.ndim(w) == 2 else np.size(w) for w in weights),
-        dtype=np.int64, count=len(weights),
-    )
+    if n == 0:
+        return np.zeros(0, dtype=bool)
     widx = (
         np.arange(n) if synapse.axon_to_weight_map is None
         else np.asarray(synapse.axon_to_weight_map, dtype=np.int64)
     )
-    live = sizes[widx] > 0 if n > 0 else np.zeros(0, dtype=bool)
+    live = sizes[widx] > 0
     if synapse.axon_compartment_bases is not None:
         live &= np.asarray(synapse.axon_compartment_bases) >= 0
     return live
@@ -648,14 +650,11 @@ def _round_up(bits, unit):
     return -unit * (-np.asarray(bits) // unit)
 
 
-def _synapse_bits(cfg, synapse):
-    weights = synapse.weights or []
-    sizes = np.fromiter((np.size(w) for w in weights), dtype=np.int64, count=len(weights))
-    return int(_bits_per_axon(cfg, sizes).sum())
+def _resources(blocks, sizes, live):
+    """(n_blocks, 4) resources and (n_blocks,) shared synapse bits.
 
-
-def _resources(blocks, live):
-    """(n_blocks, 4) resources and (n_blocks,) shared synapse bits."""
+    ``sizes`` and ``live`` map ``id(synapse)`` to its weight counts and live axons.
+    """
     table = np.zeros((len(blocks), 4), dtype=np.int64)
     shared = np.zeros(len(blocks), dtype=np.int64)
     for i, block in enumerate(blocks):
@@ -669,8 +668,8 @@ def _resources(blocks, live):
         for synapse in block.synapses:
             cfg = formats.original_format(synapse)
             wide = formats.widened_format(cfg, _LIMITS.shared_index_bits)
-            table[i, 3] += _synapse_bits(cfg, synapse)
-            shared[i] += _synapse_bits(wide, synapse)
+            table[i, 3] += int(_bits_per_axon(cfg, sizes[id(synapse)]).sum())
+            shared[i] += int(_bits_per_axon(wide, sizes[id(synapse)]).sum())
     return table, shared
 
 
@@ -698,12 +697,31 @@ def _pairs_csr(rows, cols, n_rows, n_cols):
     return sp.csr_matrix((np.ones(code.size, dtype=bool), (r, c)), shape=(n_rows, n_cols))
 
 
+def _row_ids(keys):
+    """Dense ids of the distinct rows of a 2-D array, and how many there are.
+
+    Columns are ranked one at a time and combined into one integer per row, which
+    is much faster than ``np.unique(axis=0)`` on millions of rows.
+    """
+    code = np.zeros(keys.shape[0], dtype=np.int64)
+    radix = 1
+    for column in keys.T:
+        values, rank = np.unique(column, return_inverse=True)
+        radix *= len(values)
+        if radix >= 2 ** 62:  # too many combinations for one integer
+            unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+            return inverse.reshape(-1), unique.shape[0]
+        code = code * len(values) + rank.reshape(-1)
+    unique, inverse = np.unique(code, return_inverse=True)
+    return inverse.reshape(-1), unique.size
+
+
 def _distinct_rows_csr(block_ids, keys, n_blocks):
     """Which distinct key rows each block uses, as a boolean CSR."""
     if keys.shape[0] == 0:
         return sp.csr_matrix((n_blocks, 0), dtype=bool)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    return _pairs_csr(block_ids, inverse.reshape(-1), n_blocks, unique.shape[0])
+    ids, n_ids = _row_ids(keys)
+    return _pairs_csr(block_ids, ids, n_blocks, n_ids)
 
 
 def _compartment_configs(blocks):
@@ -868,9 +886,11 @@ def _input_labels(inputs, owner, sources):
 
 # ------------------------------------------------------------------ graph
 def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
-    live = {id(s): _live_axons(s) for b in blocks for s in b.synapses}
+    synapses = [s for b in blocks for s in b.synapses]
+    sizes = {id(s): _weight_sizes(s) for s in synapses}
+    live = {id(s): _live_axons(s, sizes[id(s)]) for s in synapses}
     owner = _synapse_owner(blocks)
-    resources, shared = _resources(blocks, live)
+    resources, shared = _resources(blocks, sizes, live)
     compartment_cfgs, vth_cfgs = _compartment_configs(blocks)
     configs = {"compartment_cfgs": compartment_cfgs, "vth_cfgs": vth_cfgs}
     configs.update(_synapse_configs(blocks))

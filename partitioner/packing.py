@@ -267,8 +267,11 @@ class _OpenCores:
         self.table_cap = np.array([limits.config_capacity(t) for t, _, _ in _TABLES])
         self.used = np.zeros((16, len(RESOURCES)), dtype=np.int64)
         self.tables = np.zeros((16, len(_TABLES)), dtype=np.int64)
-        # Per config table: key -> cores whose table holds it.
+        # Per config table: key -> boolean mask of the cores whose table holds it.
         self.holders = [{} for _ in _TABLES]
+        # What each block needs on an occupied core (synapse bits of widened formats).
+        self.need = graph.resources.copy()
+        self.need[:, _SYN_BITS] = graph.shared_synapse_bits
 
     def open(self):
         """Open a new empty core; returns its index."""
@@ -277,6 +280,9 @@ class _OpenCores:
         if i == self.used.shape[0]:
             self.used = np.concatenate([self.used, np.zeros_like(self.used)])
             self.tables = np.concatenate([self.tables, np.zeros_like(self.tables)])
+            for holders in self.holders:
+                for key, mask in holders.items():
+                    holders[key] = np.concatenate([mask, np.zeros_like(mask)])
         return i
 
     def add(self, i, b):
@@ -285,7 +291,10 @@ class _OpenCores:
         wanted = info[7] if core.blocks else info[6]
         for holders, want, have in zip(self.holders, wanted, core.tables):
             for key in want - have:
-                holders.setdefault(key, []).append(i)
+                mask = holders.get(key)
+                if mask is None:
+                    mask = holders[key] = np.zeros(self.used.shape[0], dtype=bool)
+                mask[i] = True
         core.add(b)
         self.used[i] = core.used
         self.tables[i] = [len(t) for t in core.tables]
@@ -297,10 +306,8 @@ class _OpenCores:
             return None
         # Resource and config-table screen over all open cores at once, then full
         # checks of the best few.
-        need = self.graph.resources[b].copy()
-        need[_SYN_BITS] = self.graph.shared_synapse_bits[b]
         used = self.used[:m]
-        room = np.flatnonzero(((used + need) <= self.cap).all(axis=1))
+        room = np.flatnonzero(((used + self.need[b]) <= self.cap).all(axis=1))
         if room.size == 0:
             return None
         new = self._new_keys(b, room)
@@ -329,13 +336,9 @@ class _OpenCores:
         for t in np.flatnonzero(tight).tolist():
             holders = self.holders[t]
             for key in keys[t]:
-                cores = holders.get(key)
-                if cores:
-                    cores = np.asarray(cores)
-                    pos = np.searchsorted(room, cores)
-                    hit = pos < room.size
-                    hit[hit] = room[pos[hit]] == cores[hit]
-                    new[pos[hit], t] -= 1
+                mask = holders.get(key)
+                if mask is not None:
+                    new[:, t] -= mask[room]
         return new
 
     @staticmethod

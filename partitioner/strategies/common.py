@@ -61,10 +61,31 @@ class Packed:
     def __init__(self, ctx, cores, core_chip):
         self.ctx = ctx
         self.cores = list(cores)
-        self.core_chip = list(int(c) for c in core_chip)
+        self.core_chip = core_chip
         self.block_core = np.full(ctx.graph.n_blocks, -1, dtype=np.int64)
         for i, core in enumerate(self.cores):
             self.block_core[core.blocks] = i
+
+    @property
+    def core_chip(self):
+        """Chip of each core (a list; change it through `move_core` or by assigning
+        a whole new sequence, so the per-chip index stays right)."""
+        return self._core_chip
+
+    @core_chip.setter
+    def core_chip(self, chips):
+        self._core_chip = [int(c) for c in chips]
+        self._chip_array = None
+
+    def move_core(self, i, chip):
+        """Put core ``i`` on ``chip``."""
+        self._core_chip[i] = int(chip)
+        self._chip_array = None
+
+    def _chips(self):
+        if self._chip_array is None:
+            self._chip_array = np.asarray(self._core_chip, dtype=np.int64)
+        return self._chip_array
 
     @property
     def n_chips(self):
@@ -73,22 +94,22 @@ class Packed:
 
     def block_chip(self):
         """(n_blocks,) chip of each block."""
-        return np.asarray(self.core_chip, dtype=np.int64)[self.block_core]
+        return self._chips()[self.block_core]
 
     def chip_cores(self, chip):
         """Indices of the cores on ``chip``."""
-        return np.flatnonzero(np.asarray(self.core_chip) == chip).tolist()
+        return np.flatnonzero(self._chips() == chip).tolist()
 
     def cores_by_chip(self):
         """List, per chip, of the indices of its cores."""
-        chips = np.asarray(self.core_chip, dtype=np.int64)
+        chips = self._chips()
         order = np.argsort(chips, kind="stable")
         bounds = np.searchsorted(chips[order], np.arange(self.n_chips + 1))
         return [order[bounds[c]:bounds[c + 1]].tolist() for c in range(self.n_chips)]
 
     def cores_on_chips(self):
         """(n_chips,) number of cores on each chip."""
-        return np.bincount(np.asarray(self.core_chip, dtype=np.int64), minlength=self.n_chips)
+        return np.bincount(self._chips(), minlength=self.n_chips)
 
     def remove_block(self, b):
         """Take block ``b`` off its core; an emptied core is deleted."""
@@ -106,10 +127,11 @@ class Packed:
         last = len(self.cores) - 1
         if i != last:
             self.cores[i] = self.cores[last]
-            self.core_chip[i] = self.core_chip[last]
+            self._core_chip[i] = self._core_chip[last]
             self.block_core[self.cores[i].blocks] = i
         self.cores.pop()
-        self.core_chip.pop()
+        self._core_chip.pop()
+        self._chip_array = None
 
     def add_block(self, b, core_index):
         """Append block ``b`` to an existing core."""
@@ -122,7 +144,8 @@ class Packed:
         core = CoreBin(ctx.graph, ctx.limits, ctx.keys)
         core.add(b)
         self.cores.append(core)
-        self.core_chip.append(int(chip))
+        self._core_chip.append(int(chip))
+        self._chip_array = None
         self.block_core[b] = len(self.cores) - 1
 
     def absorb(self, i, targets):

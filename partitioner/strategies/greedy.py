@@ -26,8 +26,16 @@ def first_fit(ctx, k, **_):
     """Pack by size alone, then fill chips with cores in order."""
     g = ctx.graph
     cores, _ = pack(g, np.arange(g.n_blocks), ctx.limits, ctx.keys, _no_traffic(g.n_blocks))
-    core_chip = np.arange(len(cores)) // ctx.cores_per_chip
-    if core_chip.size and core_chip[-1] >= k:
+    m = len(cores)
+    if ctx.spread:
+        # Consecutive runs of cores, as equal as possible, over all k chips.
+        if m < k:
+            return None
+        core_chip = np.arange(m) * k // m
+    else:
+        core_chip = np.arange(m) // ctx.cores_per_chip
+    if m > k * ctx.cores_per_chip:
+        ctx.notes["min_chips"] = -(-m // ctx.cores_per_chip)
         return None
     return Packed(ctx, cores, core_chip)
 

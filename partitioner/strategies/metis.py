@@ -128,7 +128,7 @@ def repair_overfull(packed, ctx, n_chips):
         if not room.any():
             return False
         i = movable[0]
-        packed.core_chip[i] = int(np.argmax(np.where(room, flows[i], -np.inf)))
+        packed.move_core(i, np.argmax(np.where(room, flows[i], -np.inf)))
 
 
 def _core_chip_flow(packed, traffic, n_chips):

@@ -4,16 +4,21 @@
 that strictly lowers inter-chip traffic and the block fits a core there (an existing
 core, or a new one on a chip with a free core). `consolidate` empties lightly used
 cores into other cores of the same chip, which changes no chip traffic.
+
+On graphs up to `FM_MAX_BLOCKS` blocks, `refine` then runs `fm_refine`:
+Fiduccia-Mattheyses passes (moves and swaps, allowed to get worse within a pass)
+from the plan and from a few random starts, keeping the result only if it is better.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from partitioner.packing import WINDOW
 from partitioner.strategies.common import chip_traffic
 
-__all__ = ["refine", "consolidate"]
+__all__ = ["refine", "consolidate", "fm_refine"]
 
 
 def _neighbour_flow(traffic, b, block_chip, n_chips):
@@ -22,22 +27,19 @@ def _neighbour_flow(traffic, b, block_chip, n_chips):
     return np.bincount(block_chip[nbrs], traffic.data[start:stop], minlength=n_chips)
 
 
-def _chip_core_lists(packed, n_chips):
-    lists = [[] for _ in range(n_chips)]
-    for i, chip in enumerate(packed.core_chip):
-        lists[chip].append(i)
-    return lists
-
-
 def _target_core(packed, b, cores, traffic):
     """The core among ``cores`` that ``b`` fits, most traffic first; None if none."""
     start, stop = traffic.indptr[b], traffic.indptr[b + 1]
+    on_chip = set(cores)
     affinity = {}
-    for nb, w in zip(traffic.indices[start:stop], traffic.data[start:stop]):
+    for nb, w in zip(traffic.indices[start:stop].tolist(), traffic.data[start:stop].tolist()):
         i = int(packed.block_core[nb])
-        affinity[i] = affinity.get(i, 0.0) + w
-    ranked = sorted(cores, key=lambda i: (-affinity.get(i, 0.0), -packed.cores[i].fill))
-    for i in ranked[:WINDOW]:
+        if i in on_chip:
+            affinity[i] = affinity.get(i, 0.0) + w
+    # The cores it talks to most, then the chip's other cores in order.
+    ranked = sorted(affinity, key=affinity.get, reverse=True)[:WINDOW]
+    ranked += [i for i in cores[:2 * WINDOW] if i not in affinity][:WINDOW]
+    for i in ranked:
         if packed.cores[i].fits(b):
             return i
     return None
@@ -93,6 +95,7 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
         total_moves += moves
         if moves == 0:
             break
+    total_moves += fm_refine(packed, ctx, chip_cap=chip_cap, keep_chips=keep_chips)
     return total_moves
 
 
@@ -153,3 +156,265 @@ def _empty_core(packed, i):
     others = [j for j in packed.chip_cores(packed.core_chip[i]) if j != i]
     others.sort(key=lambda j: -packed.cores[j].fill)
     return packed.absorb(i, others)
+
+
+# ======================================================= Fiduccia-Mattheyses search
+#: `refine` also runs `fm_refine` on graphs up to this many blocks.
+FM_MAX_BLOCKS = 400
+#: Random starts `fm_refine` tries besides the plan itself, by graph size.
+FM_STARTS = ((60, 8), (150, 3), (FM_MAX_BLOCKS, 1))
+#: An FM pass stops after this many moves without a new best.
+FM_PATIENCE = 25
+#: Moves tried per FM step before the step gives up.
+FM_TRIES = 8
+_FM_TOL = 1e-9
+
+
+class _ChipSpace:
+    """Which sets of blocks one chip can hold, by first-fit-decreasing packing.
+
+    A set fits when `packing.pack` (the packing `pack_by_chip` uses) puts it on at
+    most ``cap`` cores; the chips of the plan being refined fit as they are. Results
+    are cached per set; a resource-sum screen rejects hopeless sets without packing.
+    """
+
+    def __init__(self, packed, ctx, cap):
+        from partitioner.packing import pack
+
+        self.ctx, self.cap, self._pack = ctx, cap, pack
+        g = ctx.graph
+        self._res = g.resources.astype(np.float64)
+        self._res[:, 3] = np.minimum(g.resources[:, 3], g.shared_synapse_bits)
+        self._room = cap * ctx.limits.capacity_vector().astype(np.float64)
+        self._none = sp.csr_matrix((g.n_blocks, g.n_blocks))
+        self.cache = {}
+        self.original = {}
+        for chip, cores in enumerate(_cores_by_chip(packed)):
+            key = frozenset(b for i in cores for b in packed.cores[i].blocks)
+            if key:
+                self.cache[key] = True
+                self.original[key] = [packed.cores[i] for i in cores]
+
+    def fits(self, members):
+        key = frozenset(members)
+        found = self.cache.get(key)
+        if found is None:
+            found = self._fits(key)
+            self.cache[key] = found
+        return found
+
+    def _fits(self, key):
+        if not key:
+            return True
+        blocks = np.fromiter(sorted(key), dtype=np.int64)
+        if np.any(self._res[blocks].sum(axis=0) > self._room) or \
+                self.ctx.graph.alone[blocks].sum() > self.cap:
+            return False
+        _, unplaced = self._pack(self.ctx.graph, blocks, self.ctx.limits, self.ctx.keys,
+                                 self._none, max_cores=self.cap)
+        return not unplaced
+
+    def cores(self, members):
+        """Cores holding ``members`` (the plan's own cores where the set is unchanged)."""
+        key = frozenset(members)
+        if key in self.original:
+            return self.original[key]
+        blocks = np.fromiter(sorted(key), dtype=np.int64)
+        cores, _ = self._pack(self.ctx.graph, blocks, self.ctx.limits, self.ctx.keys,
+                              self._none)
+        return cores
+
+
+def _cores_by_chip(packed):
+    lists = [[] for _ in range(packed.n_chips)]
+    for i, chip in enumerate(packed.core_chip):
+        lists[chip].append(i)
+    return lists
+
+
+def fm_refine(packed, ctx, chip_cap=None, keep_chips=False, starts=None,
+              max_blocks=FM_MAX_BLOCKS):
+    """Fiduccia-Mattheyses search over chip assignments, from the plan and random starts.
+
+    Each pass moves every block at most once, always taking the best move (or, when
+    the destination chip is full, the best swap with a block there) even when it
+    raises the traffic between chips, then rolls back to the best point of the pass.
+    This climbs out of the local minima that improving moves alone stop in. Chips
+    are repacked first-fit decreasing where their blocks changed; the plan changes
+    only if its inter-chip traffic strictly drops.
+
+    Parameters
+    ----------
+    packed : Packed
+        Modified in place.
+    ctx : Context
+    chip_cap : int, optional
+        Most cores a chip may hold (default: all cores of a chip).
+    keep_chips : bool
+        Never empty a chip.
+    starts : int, optional
+        Random starting assignments tried besides the plan (default by graph size,
+        `FM_STARTS`); seeded by ``ctx.seed``.
+    max_blocks : int
+        Do nothing on larger graphs.
+
+    Returns
+    -------
+    int
+        Number of blocks whose chip changed.
+    """
+    g = ctx.graph
+    k = packed.n_chips
+    if k < 2 or g.n_blocks > max_blocks or g.n_blocks < 2:
+        return 0
+    cap = ctx.cores_per_chip if chip_cap is None else min(chip_cap, ctx.cores_per_chip)
+    space = _ChipSpace(packed, ctx, cap)
+    current = packed.block_chip()
+    best = _fm(space, ctx, current, k, keep_chips)
+    if starts is None:
+        starts = next((s for limit, s in FM_STARTS if g.n_blocks <= limit), 0)
+    rng = np.random.default_rng(ctx.seed)
+    for _ in range(starts):
+        start = _random_start(space, ctx, k, rng, keep_chips)
+        if start is not None:
+            found = _fm(space, ctx, start, k, keep_chips)
+            if _cut(ctx.traffic, found) < _cut(ctx.traffic, best) - _FM_TOL:
+                best = found
+    if _cut(ctx.traffic, best) >= _cut(ctx.traffic, current) - _FM_TOL:
+        return 0
+    _rebuild(packed, space, best, k)
+    return int((best != current).sum())
+
+
+def _cut(traffic, block_chip):
+    coo = sp.triu(traffic, k=1).tocoo()
+    return float(coo.data[block_chip[coo.row] != block_chip[coo.col]].sum())
+
+
+def _rebuild(packed, space, block_chip, k):
+    """Replace ``packed``'s cores with a packing of each chip of ``block_chip``."""
+    cores, core_chip = [], []
+    for chip in range(k):
+        members = np.flatnonzero(block_chip == chip).tolist()
+        if members:
+            chip_cores = space.cores(members)
+            cores += chip_cores
+            core_chip += [chip] * len(chip_cores)
+    packed.cores = cores
+    packed.core_chip = core_chip
+    for i, core in enumerate(cores):
+        packed.block_core[core.blocks] = i
+
+
+def _random_start(space, ctx, k, rng, keep_chips):
+    """A random assignment every chip can hold (pins kept), or None."""
+    n = ctx.graph.n_blocks
+    chip = np.full(n, -1, dtype=np.int64)
+    members = [set() for _ in range(k)]
+    for b, c in ctx.pins.items():
+        chip[b] = c
+        members[c].add(b)
+    for b in rng.permutation(n).tolist():
+        if chip[b] >= 0:
+            continue
+        for c in rng.permutation(k).tolist():
+            if space.fits(members[c] | {b}):
+                chip[b] = c
+                members[c].add(b)
+                break
+        else:
+            return None
+    if keep_chips and not all(members):
+        return None
+    return chip
+
+
+def _fm(space, ctx, block_chip, k, keep_chips, passes=10):
+    """FM passes from ``block_chip`` until a pass gains nothing; the final assignment."""
+    traffic = ctx.traffic
+    chip = np.asarray(block_chip, dtype=np.int64).copy()
+    members = [set(np.flatnonzero(chip == c).tolist()) for c in range(k)]
+    pinned = np.zeros(chip.size, dtype=bool)
+    pinned[list(ctx.pins)] = True
+    for _ in range(passes):
+        flow = chip_traffic(traffic, chip, k).toarray()
+        history, gained = _fm_pass(space, traffic, chip, members, flow, pinned, keep_chips)
+        for ops in reversed(history):
+            for b, src, dst in reversed(ops):
+                members[dst].discard(b)
+                members[src].add(b)
+                chip[b] = src
+        if gained <= _FM_TOL:
+            break
+    return chip
+
+
+def _fm_pass(space, traffic, chip, members, flow, pinned, keep_chips):
+    """One pass; applies its best prefix and returns the moves past it, and the gain."""
+    n = flow.shape[0]
+    locked = pinned.copy()
+    history, total, best, best_len = [], 0.0, 0.0, 0
+    for _ in range(n):
+        step = _best_step(space, traffic, chip, members, flow, locked, keep_chips)
+        if step is None:
+            break
+        ops, gain = step
+        for b, src, dst in ops:
+            members[src].discard(b)
+            members[dst].add(b)
+            chip[b] = dst
+            start, stop = traffic.indptr[b], traffic.indptr[b + 1]
+            nbrs, w = traffic.indices[start:stop], traffic.data[start:stop]
+            flow[nbrs, src] -= w
+            flow[nbrs, dst] += w
+            locked[b] = True
+        history.append(ops)
+        total += gain
+        if total > best + _FM_TOL:
+            best, best_len = total, len(history)
+        if len(history) - best_len > FM_PATIENCE:
+            break
+    return history[best_len:], best
+
+
+def _best_step(space, traffic, chip, members, flow, locked, keep_chips):
+    """The best feasible move or swap of an unlocked block, and its gain; or None."""
+    n, k = flow.shape
+    rows = np.arange(n)
+    own = flow[rows, chip]
+    gain = flow - own[:, None]
+    gain[rows, chip] = -np.inf
+    gain[locked] = -np.inf
+    if keep_chips:
+        sizes = np.array([len(m) for m in members])
+        gain[sizes[chip] <= 1] = -np.inf
+    flat = gain.ravel()
+    top = np.argsort(-flat, kind="stable")[:FM_TRIES]
+    for idx in top.tolist():
+        if not np.isfinite(flat[idx]):
+            return None
+        a, dst = divmod(idx, k)
+        src = int(chip[a])
+        if space.fits(members[dst] | {a}) and space.fits(members[src] - {a}):
+            return [(a, src, dst)], float(flat[idx])
+        swap = _best_swap(space, traffic, chip, members, flow, own, locked, a, src, dst)
+        if swap is not None:
+            b, partner_gain = swap
+            return [(a, src, dst), (b, dst, src)], float(flat[idx]) + partner_gain
+    return None
+
+
+def _best_swap(space, traffic, chip, members, flow, own, locked, a, src, dst, tries=5):
+    """The partner on ``dst`` that ``a`` can swap with, and the partner's gain."""
+    cand = np.array([b for b in members[dst] if not locked[b]], dtype=np.int64)
+    if cand.size == 0:
+        return None
+    start, stop = traffic.indptr[a], traffic.indptr[a + 1]
+    w_a = dict(zip(traffic.indices[start:stop].tolist(), traffic.data[start:stop].tolist()))
+    between = np.array([w_a.get(int(b), 0.0) for b in cand])
+    partner = flow[cand, src] - own[cand] - 2 * between
+    for i in np.argsort(-partner, kind="stable")[:tries].tolist():
+        b = int(cand[i])
+        if space.fits(members[dst] - {b} | {a}) and space.fits(members[src] - {a} | {b}):
+            return b, float(partner[i])
+    return None
