@@ -753,8 +753,11 @@ def _compartment_configs(blocks):
 
 def _synapse_configs(blocks):
     """synapse_cfgs, synapse_cfgs_shared and stdp_pre_cfgs matrices."""
-    interners = {k: _Interner() for k in ("synapse_cfgs", "synapse_cfgs_shared",
-                                          "stdp_pre_cfgs")}
+    # Own and widened formats share one id space: a core's format table holds both
+    # kinds, and an own format may equal another block's widened one.
+    formats_ids = _Interner()
+    interners = {"synapse_cfgs": formats_ids, "synapse_cfgs_shared": formats_ids,
+                 "stdp_pre_cfgs": _Interner()}
     pairs = {k: ([], []) for k in interners}
 
     def add(kind, row, key):
