@@ -38,7 +38,7 @@ _EXPORTS = {
     "CoreLimits": "partitioner.hardware",
     "BOARDS": "partitioner.hardware",
     "get_board": "partitioner.hardware",
-    "fit_block_shapes": "partitioner.shapes",
+    "fit_block_shapes": "partitioner.fitting",
     "whatif": "partitioner.whatif",
 }
 

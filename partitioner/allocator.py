@@ -38,7 +38,13 @@ from nengo_loihi.hardware.allocators import (
 from nengo_loihi.hardware.nxsdk_objects import Board
 
 from partitioner import formats
-from partitioner.errors import CoreRuleError, ExtractionError, InfeasibleError, PlanError
+from partitioner.errors import (
+    BlockTooLargeError,
+    CoreRuleError,
+    ExtractionError,
+    InfeasibleError,
+    PlanError,
+)
 from partitioner.extract import extract
 from partitioner.hardware import CoreLimits, get_board
 from partitioner.packing import check_plan
@@ -384,6 +390,14 @@ def _pinned_block_indices(model, obj, block_index):
 
 
 # ---------------------------------------------------------------- allocators
+def _refusal(model, graph, board):
+    """`BlockTooLargeError` naming the ensemble of the first block that fits no core,
+    with a block shape that keeps a convolutional layer's tiles (`fitting.refusal`)."""
+    from partitioner.fitting import refusal
+
+    return refusal(model, graph, get_board(board).limits)
+
+
 def _check_rates(rates):
     if isinstance(rates, str) and rates == "measured":
         raise ExtractionError(
@@ -444,14 +458,29 @@ class MinCutAllocator(Allocator):
         self.last_graph = None
 
     def make_plan(self, model, n_chips):
-        """Extract ``model``'s traffic graph and partition it; returns ``(graph, plan)``."""
+        """Extract ``model``'s traffic graph and partition it; returns ``(graph, plan)``.
+
+        Raises
+        ------
+        BlockTooLargeError
+            A block alone breaks a per-core rule. The error names the block, the
+            nengo object it came from, the rule, the value and the limit, and suggests
+            a ``nengo_loihi.BlockShape`` (rows x columns x channels tiles for a
+            convolutional layer) estimated from the model; ``partitioner fit`` finds
+            shapes checked by a build.
+        InfeasibleError
+            The model does not fit ``n_chips`` chips.
+        """
         restore_model(model)
         graph = extract(model, rates=self.rates)
-        plan = partition(
-            graph, n_chips=n_chips, board=self.board, strategy=self.strategy,
-            seed=self.seed, spread=self.spread, pins=pins_to_blocks(self.pins, model),
-            progress=self.progress, **self.options,
-        )
+        try:
+            plan = partition(
+                graph, n_chips=n_chips, board=self.board, strategy=self.strategy,
+                seed=self.seed, spread=self.spread, pins=pins_to_blocks(self.pins, model),
+                progress=self.progress, **self.options,
+            )
+        except BlockTooLargeError as err:
+            raise _refusal(model, graph, self.board) or err from err
         return graph, plan
 
     def __call__(self, model, n_chips):

@@ -1,4 +1,4 @@
-"""Command line: ``partitioner compare|whatif|plan|inspect|diff``.
+"""Command line: ``partitioner compare|whatif|plan|inspect|diff|fit``.
 
 ``compare``
     Build a scenario with nengo-loihi, run nengo-loihi's allocators and this
@@ -13,6 +13,9 @@
     Describe a scenario (blocks, resources, lower bounds, heaviest edges) or a plan.
 ``diff``
     Compare two plans of the same model.
+``fit``
+    Choose block shapes so every block fits a core; show the model before and after,
+    the shapes as JSON and as Python.
 
 Bad input ends the program with exit status 2 and one line on stderr,
 ``partitioner: error: ...``.
@@ -913,6 +916,170 @@ def _objective_change(a, b):
             f"{b.objective_value:.4g} ({delta:+.4g})")
 
 
+# ====================================================================== fit
+FIT_COLUMNS = (
+    Column("model", "model"),
+    Column("blocks", "blocks", "d"),
+    Column("cores", "cores", "d"),
+    Column("chips", "chips", "d"),
+    Column("interchip_axons", "ic axons", ".0f"),
+    Column("interchip_spikes", "ic spikes/step", ".1f"),
+    Column("broken", "broken rules"),
+)
+
+
+def _broken_text(stats):
+    rules = stats.broken_rules()
+    if not rules:
+        return "none"
+    return ", ".join(f"{rule} ({_plural(n, 'block')})" for rule, n in rules.items())
+
+
+def _fit_record(name, stats):
+    record = {"model": name, "broken": _broken_text(stats)}
+    record.update(stats.to_dict())
+    if not stats.partitioned:
+        record["interchip_axons"] = record["interchip_spikes"] = None
+    return record
+
+
+def _violation_lines(stats, top):
+    """The first ``top`` violations, one line each, then how many more."""
+    lines = [f"  {_clip(_short_label(v.block), 40)}: {v.text()}"
+             for v in stats.violations[:top]]
+    lines += [f"  nengo-loihi: {m}" for m in stats.nengo_loihi_errors[:top]]
+    hidden = len(stats.violations) + len(stats.nengo_loihi_errors) - len(lines)
+    if hidden > 0:
+        lines.append(f"  ... and {hidden} more")
+    return lines
+
+
+def _shape_lines(result):
+    rows = [(c.name, f"{_tile(c.old)} -> {_tile(c.new)}", c.reason)
+            for c in result.changes]
+    widths = [max(len(r[k]) for r in rows) for k in range(2)]
+    return [f"  {a.ljust(widths[0])}  {b.ljust(widths[1])}  {c}" for a, b, c in rows]
+
+
+def _tile(shape):
+    from partitioner.shapes import tile_text
+
+    return tile_text(shape)
+
+
+def _place_applied(network, board, rates, duration, say):
+    """Build the network as configured, partition it, emit its board and build it on
+    the NxSDK stand-in; returns ``(record, stand-in summary text)``."""
+    import nengo_loihi
+
+    from partitioner.allocator import board_from_plan
+    from partitioner.engine import partition
+    from partitioner.extract import build_model, extract
+    from partitioner.metrics import evaluate
+    from partitioner.nxsdk_standin import build_on_standin
+
+    say("building the network with the new block shapes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if rates == "measured":
+            with nengo_loihi.Simulator(network, target="sim", progress_bar=False) as sim:
+                graph = extract(sim, rates="measured", duration=duration,
+                                progress=not say.quiet)
+                model = sim.model
+        else:
+            model = build_model(network)
+            graph = extract(model, rates=rates, progress=False)
+    say(f"partitioning {graph.n_blocks} blocks on {board.name}")
+    plan = partition(graph, board=board)
+    metrics = evaluate(graph, plan, board)
+    say("building the board on the NxSDK stand-in")
+    nxsdk = build_on_standin(board_from_plan(model, plan, graph, limits=board.limits))
+    record = {
+        "model": "applied", "broken": "none", "blocks": graph.n_blocks,
+        "cores": int(plan.n_cores), "chips": int(plan.n_chips),
+        "interchip_axons": float(metrics.interchip_axons),
+        "interchip_spikes": float(metrics.interchip_spikes), "partitioned": True,
+    }
+    text = (f"nengo-loihi's build_board on the NxSDK stand-in: "
+            f"{_plural(len(nxsdk.n2Chips), 'chip')}, {_plural(len(nxsdk.cores()), 'core')}, "
+            f"every per-core table within its size")
+    return record, text
+
+
+def _cmd_fit(args, say):
+    from partitioner.fitting import fit_block_shapes
+    from partitioner.scenario import load_scenario
+
+    board = _check_board(args.board)
+    say(f"loading scenario {args.scenario}")
+    scenario = load_scenario(args.scenario)
+    rates, _ = _resolve_rates(args.rates, scenario)
+    say(f"fitting block shapes of {scenario.name} to the cores of {board.name}")
+    t0 = time.perf_counter()
+    result = fit_block_shapes(scenario.network, board=board, apply=args.apply,
+                              rates=rates, duration=args.duration)
+    say(f"{result.builds} builds in {time.perf_counter() - t0:.1f} s")
+    records = [_fit_record("before", result.before)]
+    if result.changes:
+        records.append(_fit_record("after", result.after))
+    standin = None
+    if args.apply and result.ok and result.changes:
+        record, standin = _place_applied(scenario.network, board, rates, args.duration,
+                                         say)
+        records.append(record)
+
+    print(f"Scenario {scenario.name} on {board.name}: {_fit_headline(result)}")
+    print()
+    print(format_table(FIT_COLUMNS, records, mark_best=False))
+    if not result.before.fits:
+        print()
+        print("Rules broken before fitting (each block alone):")
+        print("\n".join(_violation_lines(result.before, args.top)))
+    for record in records:
+        if record.get("fits", True) and record.get("note"):
+            print(f"{record['model']}: {record['note']}")
+    if result.changes:
+        print()
+        print("Block shapes:")
+        print("\n".join(_shape_lines(result)))
+        print()
+        print("Shapes (JSON):")
+        print("[\n" + ",\n".join(" " + json.dumps(c.to_dict(), default=_json_default)
+                                  for c in result.changes) + "\n]")
+        print()
+        print("Python:")
+        print(result.snippet().rstrip())
+    if standin:
+        print()
+        print(f"Applied: {standin}.")
+    elif result.changes and not args.apply:
+        print()
+        print("--apply builds the network with these shapes, partitions it and builds "
+              "it on the NxSDK stand-in (the scenario file is not changed).")
+    for text in result.unresolved:
+        print(f"unresolved: {text}")
+    if args.json:
+        data = result.to_dict()
+        data.update(scenario=scenario.name, source=scenario.source, records=records)
+        _write_json(args.json, data)
+        say(f"wrote {args.json}")
+    if not result.ok:
+        raise InfeasibleError(
+            f"Some blocks of {scenario.name} fit no core of {board.name} with any block "
+            f"shape (see 'unresolved' and the table on stdout)."
+        )
+    return 0
+
+
+def _fit_headline(result):
+    if result.changes:
+        text = f"{_plural(len(result.changes), 'ensemble')} re-blocked"
+        return text if result.ok else text + ", but some blocks still fit no core"
+    if result.ok:
+        return "every block fits a core; nothing to change"
+    return "some blocks fit no core, and no block shape fixes them"
+
+
 # =================================================================== parser
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr."""
@@ -1019,6 +1186,17 @@ def _parser():
     p.add_argument("b", metavar="B.json")
     p.add_argument("--top", type=int, default=20, help="moved blocks to list (default 20)")
     p.set_defaults(func=_cmd_diff)
+
+    p = add("fit", "choose block shapes so every block fits a core")
+    add_scenario(p)
+    p.add_argument("--apply", action="store_true",
+                   help="apply the shapes, then partition the network and build it on "
+                        "the NxSDK stand-in (the scenario file is not changed)")
+    p.add_argument("--json", metavar="OUT", help="write shapes, reasons and stats as JSON")
+    p.add_argument("--top", type=int, default=8,
+                   help="rule violations to list (default 8)")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_fit)
     return parser
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "BlockKeys",
     "effective_size",
     "pack",
+    "best_fit",
     "core_violations",
     "check_blocks",
     "check_plan",
@@ -49,13 +50,17 @@ class BlockKeys:
     """Per-block facts the packing rules read, as Python objects, built lazily.
 
     Reading numpy scalars and CSR rows once per block (instead of at every fit test)
-    keeps packing fast.
+    keeps packing fast. `prefetch` reads many blocks at once; equal key sets are
+    shared between blocks, so a million blocks cost little memory.
     """
 
     def __init__(self, graph):
         self.graph = graph
         self._csr = {kind: m.tocsr() for kind, m in graph.configs.items()}
         self._info = {}
+        self._sets = {}
+        self._sizes = {}
+        self._need = None
 
     def get(self, kind, block):
         """The set of ``kind`` keys block ``block`` needs."""
@@ -67,19 +72,76 @@ class BlockKeys:
         first_keys, shared_keys)`` of ``block``; keys are per table in `_TABLES` order."""
         out = self._info.get(block)
         if out is None:
-            g = self.graph
-            out = (
-                tuple(int(x) for x in g.resources[block]),
-                int(g.shared_synapse_bits[block]),
-                bool(g.alone[block]),
-                int(g.core_key[block]),
-                int(g.noise_key[block]),
-                int(g.pop16_in_limit[block]),
-                tuple(self.get(first, block) for _, first, _ in _TABLES),
-                tuple(self.get(shared, block) for _, _, shared in _TABLES),
-            )
-            self._info[block] = out
+            self.prefetch([block])
+            out = self._info[block]
         return out
+
+    def prefetch(self, blocks):
+        """Read the facts of many ``blocks`` at once (those not read yet).
+
+        Parameters
+        ----------
+        blocks : array of int
+        """
+        blocks = np.asarray(blocks, dtype=np.int64).reshape(-1)
+        if len(self._info):
+            blocks = np.array([b for b in blocks.tolist() if b not in self._info],
+                              dtype=np.int64)
+        if blocks.size == 0:
+            return
+        g = self.graph
+        kinds = {kind for t in _TABLES for kind in t[1:]}
+        keys = {kind: self._key_sets(kind, blocks) for kind in kinds}
+        rows = zip(
+            blocks.tolist(),
+            map(tuple, g.resources[blocks].tolist()),
+            g.shared_synapse_bits[blocks].tolist(),
+            g.alone[blocks].tolist(),
+            g.core_key[blocks].tolist(),
+            g.noise_key[blocks].tolist(),
+            g.pop16_in_limit[blocks].tolist(),
+            zip(*(keys[first] for _, first, _ in _TABLES)),
+            zip(*(keys[shared] for _, _, shared in _TABLES)),
+        )
+        info = self._info
+        for b, *facts in rows:
+            info[b] = tuple(facts)
+
+    def _key_sets(self, kind, blocks):
+        """The ``kind`` key set of each of ``blocks``, equal sets shared."""
+        m = self._csr[kind]
+        start = m.indptr[blocks].tolist()
+        stop = m.indptr[blocks + 1].tolist()
+        total = int(np.sum(m.indptr[blocks + 1] - m.indptr[blocks]))
+        if total * 4 < m.indices.size:  # a few blocks: read their rows only
+            rows = [tuple(m.indices[a:z].tolist()) for a, z in zip(start, stop)]
+        else:
+            indices = m.indices.tolist()
+            rows = [tuple(indices[a:z]) for a, z in zip(start, stop)]
+        sets = self._sets
+        out = []
+        for row in rows:
+            found = sets.get(row)
+            if found is None:
+                found = sets[row] = frozenset(row)
+            out.append(found)
+        return out
+
+    def sizes(self, limits):
+        """`effective_size` of every block under ``limits`` (computed once)."""
+        found = self._sizes.get(limits)
+        if found is None:
+            found = self._sizes[limits] = effective_size(self.graph, limits)
+        return found
+
+    def shared_need(self):
+        """(n_blocks, 4) int64 resources of each block at an offset above 0 on a core
+        (synapse bits of its widened formats)."""
+        if self._need is None:
+            need = self.graph.resources.copy()
+            need[:, _SYN_BITS] = self.graph.shared_synapse_bits
+            self._need = need
+        return self._need
 
 
 def effective_size(graph, limits=None):
@@ -209,7 +271,9 @@ def pack(graph, blocks, limits=None, keys=None, traffic=None, max_cores=None):
     """Pack ``blocks`` onto as few cores as possible, keeping heavy traffic together.
 
     First-fit decreasing by `effective_size`; among cores the block fits, it goes to
-    the one it exchanges most traffic with, then the fullest (best fit).
+    the one it exchanges most traffic with, then the fullest (best fit). Without
+    traffic (an empty ``traffic`` matrix) every block goes to the fullest core it
+    fits (`best_fit`).
 
     Parameters
     ----------
@@ -234,8 +298,10 @@ def pack(graph, blocks, limits=None, keys=None, traffic=None, max_cores=None):
     keys = BlockKeys(graph) if keys is None else keys
     traffic = graph.symmetric_traffic() if traffic is None else traffic
     blocks = np.asarray(blocks, dtype=np.int64)
-    size = effective_size(graph, limits)[blocks]
-    order = blocks[np.lexsort((blocks, -size))]
+    if traffic.nnz == 0:
+        return best_fit(graph, blocks, limits, keys, max_cores)
+    order = _decreasing(blocks, keys.sizes(limits))
+    keys.prefetch(order)
 
     open_cores = _OpenCores(graph, limits, keys)
     core_of = {}
@@ -250,6 +316,133 @@ def pack(graph, blocks, limits=None, keys=None, traffic=None, max_cores=None):
         open_cores.add(i, b)
         core_of[b] = i
     return open_cores.cores, unplaced
+
+
+def _decreasing(blocks, sizes):
+    """``blocks`` by decreasing size, ties by block id."""
+    return blocks[np.lexsort((blocks, -sizes[blocks]))]
+
+
+def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
+    """Pack ``blocks`` by size alone: best fit decreasing.
+
+    Blocks go largest first (`effective_size`, ties by id) to the fullest open core
+    (largest used fraction of any resource, ties to the earliest core) where
+    `CoreBin.fits` accepts them, else to a new core. Cores are screened all at once
+    with arrays (resources, voltage limits, noise, pop16 ids, cores of their own), so
+    only candidates that pass are checked in full, usually one per block.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    blocks : array of int
+    limits : CoreLimits, optional
+    keys : BlockKeys, optional
+    max_cores : int, optional
+        Stop opening cores past this many and return the rest unplaced.
+
+    Returns
+    -------
+    cores : list of CoreBin
+    unplaced : list of int
+    """
+    limits = CoreLimits() if limits is None else limits
+    keys = BlockKeys(graph) if keys is None else keys
+    order = _decreasing(np.asarray(blocks, dtype=np.int64), keys.sizes(limits))
+    keys.prefetch(order)
+    packer = _BestFit(graph, limits, keys)
+    unplaced = []
+    for b in order.tolist():
+        if not packer.place(b, max_cores):
+            unplaced.append(b)
+    return packer.cores, unplaced
+
+
+class _FitGroup:
+    """Open cores of one (vmin, vmax) setting, with their free room as arrays.
+
+    Blocks with other settings can never join these cores, so each setting is
+    screened on its own.
+    """
+
+    def __init__(self, n_resources):
+        self.index = []  # position in the packer's core list of each row
+        self.free = np.zeros((8, n_resources), dtype=np.int64)
+        self.fill = np.zeros(8)
+        self.noise = np.full(8, -1, dtype=np.int64)
+
+    def append(self, i):
+        """Add a row for core ``i``; returns the row."""
+        row = len(self.index)
+        if row == self.fill.size:
+            self.free = np.concatenate([self.free, np.zeros_like(self.free)])
+            self.fill = np.concatenate([self.fill, np.zeros_like(self.fill)])
+            self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)])
+        self.index.append(i)
+        return row
+
+    def candidates(self, need, noise_key):
+        """Fill of each core where ``need`` fits the free room (-1 elsewhere)."""
+        m = len(self.index)
+        ok = (self.free[:m] >= need).all(axis=1)
+        if noise_key >= 0:
+            noise = self.noise[:m]
+            ok &= (noise < 0) | (noise == noise_key)
+        return np.where(ok, self.fill[:m], -1.0)
+
+
+class _BestFit:
+    """State of `best_fit`: the cores so far, grouped by voltage-limit setting."""
+
+    def __init__(self, graph, limits, keys):
+        self.graph, self.limits, self.keys = graph, limits, keys
+        self.cap = tuple(int(c) for c in limits.capacity_vector())
+        self.cap_array = np.array(self.cap, dtype=np.int64)
+        self.need = keys.shared_need()
+        self.cores = []
+        self.groups = {}
+
+    def place(self, b, max_cores=None):
+        """Put block ``b`` on the best core, or a new one; False if none may open."""
+        info = self.keys.info(b)
+        group = self.groups.get(info[3])
+        if group is None:
+            group = self.groups[info[3]] = _FitGroup(len(self.cap))
+        row = None if info[2] or not group.index else self._best_row(b, info, group)
+        if row is None:
+            if max_cores is not None and len(self.cores) >= max_cores:
+                return False
+            self.cores.append(CoreBin(self.graph, self.limits, self.keys))
+            row = group.append(len(self.cores) - 1)
+        core = self.cores[group.index[row]]
+        core.add(b)
+        self._update(group, row, core)
+        return True
+
+    def _best_row(self, b, info, group):
+        """Row of the fullest core of ``group`` that ``b`` fits, or None."""
+        need = self.need[b]
+        pop16 = info[5]
+        if 0 < pop16 < self.cap[_IN_AXONS]:
+            # Its axon ids must end below 2**axon_bits: less room for input axons.
+            need = need.copy()
+            need[_IN_AXONS] += self.cap[_IN_AXONS] - pop16
+        score = group.candidates(need, info[4])
+        while True:
+            row = int(score.argmax())
+            if score[row] < 0:
+                return None
+            if self.cores[group.index[row]].fits(b):
+                return row
+            score[row] = -1.0  # config tables full: try the next fullest
+
+    def _update(self, group, row, core):
+        if core.alone:
+            group.free[row] = -1  # nothing else may join
+        else:
+            group.free[row] = [c - u for c, u in zip(self.cap, core.used)]
+        group.fill[row] = core.fill
+        group.noise[row] = core.noise_key
 
 
 #: Cores a block is fully checked against (best candidates first) before a new core
@@ -267,11 +460,15 @@ class _OpenCores:
         self.table_cap = np.array([limits.config_capacity(t) for t, _, _ in _TABLES])
         self.used = np.zeros((16, len(RESOURCES)), dtype=np.int64)
         self.tables = np.zeros((16, len(_TABLES)), dtype=np.int64)
+        # Shared settings of each core: whether it takes no more blocks (it holds a
+        # block that must be alone), its core_key and noise_key (-1: none yet).
+        self.closed = np.zeros(16, dtype=bool)
+        self.core_key = np.full(16, -1, dtype=np.int64)
+        self.noise_key = np.full(16, -1, dtype=np.int64)
         # Per config table: key -> boolean mask of the cores whose table holds it.
         self.holders = [{} for _ in _TABLES]
         # What each block needs on an occupied core (synapse bits of widened formats).
-        self.need = graph.resources.copy()
-        self.need[:, _SYN_BITS] = graph.shared_synapse_bits
+        self.need = keys.shared_need()
 
     def open(self):
         """Open a new empty core; returns its index."""
@@ -280,6 +477,10 @@ class _OpenCores:
         if i == self.used.shape[0]:
             self.used = np.concatenate([self.used, np.zeros_like(self.used)])
             self.tables = np.concatenate([self.tables, np.zeros_like(self.tables)])
+            self.closed = np.concatenate([self.closed, np.zeros_like(self.closed)])
+            self.core_key = np.concatenate([self.core_key, np.full_like(self.core_key, -1)])
+            self.noise_key = np.concatenate(
+                [self.noise_key, np.full_like(self.noise_key, -1)])
             for holders in self.holders:
                 for key, mask in holders.items():
                     holders[key] = np.concatenate([mask, np.zeros_like(mask)])
@@ -298,16 +499,25 @@ class _OpenCores:
         core.add(b)
         self.used[i] = core.used
         self.tables[i] = [len(t) for t in core.tables]
+        self.closed[i] = core.alone
+        self.core_key[i] = core.core_key
+        self.noise_key[i] = core.noise_key
 
     def best(self, b, core_of, traffic):
         """Index of the core ``b`` fits best: most traffic to it, then fullest."""
         m = len(self.cores)
         if m == 0 or self.graph.alone[b]:
             return None
-        # Resource and config-table screen over all open cores at once, then full
-        # checks of the best few.
+        # Shared-setting, resource and config-table screen over all open cores at
+        # once, then full checks of the best few. (Without the shared-setting screen
+        # the best few can all be cores that take no other block, e.g. those of
+        # population-axon senders, and every block would open a new core.)
         used = self.used[:m]
-        room = np.flatnonzero(((used + self.need[b]) <= self.cap).all(axis=1))
+        ok = ~self.closed[:m] & (self.core_key[:m] == self.graph.core_key[b])
+        noise_key = self.graph.noise_key[b]
+        if noise_key >= 0:
+            ok &= (self.noise_key[:m] < 0) | (self.noise_key[:m] == noise_key)
+        room = np.flatnonzero(ok & ((used + self.need[b]) <= self.cap).all(axis=1))
         if room.size == 0:
             return None
         new = self._new_keys(b, room)
@@ -400,35 +610,28 @@ def check_blocks(graph, limits=None):
         rule, value, lim = RESOURCES[r], int(graph.resources[b, r]), int(cap[r])
     else:
         rule, value, lim = problems[0], None, None
-    suggestion = _suggest_shape(graph, b, value, lim, rule)
-    fix = (
-        f"Split the ensemble into smaller blocks: nengo_loihi.add_params(net); "
-        f"net.config[ens].block_shape = {_shape_text(suggestion)}."
-        if suggestion is not None
-        else "Split the ensemble into smaller blocks with nengo_loihi.BlockShape."
-    )
     more = f" ({bad.size - 1} more blocks also break a rule.)" if bad.size > 1 else ""
     raise BlockTooLargeError(
         f"Block {graph.labels[b]} from {graph.sources[b]} does not fit on one Loihi core: "
-        f"{'; '.join(p.split(': ', 1)[1] for p in problems)}. {fix}{more}",
+        f"{'; '.join(p.split(': ', 1)[1] for p in problems)}. "
+        f"{_split_advice(graph, b, value, lim)}{more}",
         block=graph.labels[b], source=graph.sources[b], rule=rule, value=value,
-        limit=lim, suggestion=suggestion,
+        limit=lim,
     )
 
 
-def _shape_text(shape):
-    """``BlockShape((k,), (n,))`` source text of a nengo_loihi.BlockShape."""
-    return f"nengo_loihi.BlockShape({tuple(shape.shape)}, {tuple(shape.ensemble_shape)})"
-
-
-def _suggest_shape(graph, b, value, limit, rule):
-    if value is None or limit is None:
-        return None
-    try:
-        from partitioner.shapes import suggest_block_shape
-    except ImportError:  # pragma: no cover - shapes is part of the package
-        return None
-    return suggest_block_shape(int(graph.compartments[b]), value, limit, rule)
+def _split_advice(graph, b, value, limit):
+    """How to split the block's ensemble (the graph alone does not know its shape)."""
+    size = ""
+    if value and limit:
+        most = max(1, int(graph.compartments[b] * limit / value * 0.9))
+        size = f" of at most about {most} neurons"
+    return (
+        f"Split its ensemble into smaller blocks{size} with nengo_loihi.BlockShape "
+        f"(nengo_loihi.add_params(net); net.config[ens].block_shape = ...); "
+        f"partitioner.fit_block_shapes(net) or `partitioner fit SCENARIO` choose a "
+        f"verified shape."
+    )
 
 
 def check_plan(graph, plan, board=None, limits=None):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from ortools.sat.python import cp_model
 
 from partitioner.errors import PlanError
 from partitioner.hardware import get_board
@@ -253,6 +252,8 @@ def _place(traffic, board, seed, method, time_limit, objective):
 # =================================================================== exact model
 def _exact_hops(sym, board, time_limit, seed):
     """Positions minimizing the hop-weighted cost, by CP-SAT (None if none found)."""
+    from ortools.sat.python import cp_model
+
     from partitioner.strategies.ilp import scale_weights
 
     n = sym.shape[0]

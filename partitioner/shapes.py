@@ -5,6 +5,9 @@ When one of those blocks still breaks a per-core limit, the usual fix is a small
 block shape. `suggest_block_shape` computes one from how far the block is over the
 limit, assuming the offending quantity shrinks in proportion to the block size (true
 for compartments, for output axons, and for the synapse memory of dense weights).
+`suggest_tile_shape` does the same but keeps a layer's structure (rows x columns x
+channels tiles), choosing among `candidate_shapes`, the tilings that
+`partitioner.fitting.fit_block_shapes` costs and verifies.
 """
 
 from __future__ import annotations

@@ -131,8 +131,20 @@ class _Builder:
         return y
 
 
-def build():
+#: Block shape of the conv layers of each stage (16x16x16 and 8x8x32 outputs).
+BLOCK_SHAPES = ((4, 4, 16), (4, 4, 16))
+
+
+def build(block_shapes=BLOCK_SHAPES, label="resnet_small"):
     """Build the ResNet-style network.
+
+    Parameters
+    ----------
+    block_shapes : pair of tuple of int, optional
+        ``(rows, columns, channels)`` block shape of the conv layers of stage 1
+        (16x16x16 outputs) and of stage 2 (8x8x32 outputs).
+    label : str, optional
+        Label of the network.
 
     Returns
     -------
@@ -140,10 +152,11 @@ def build():
         The network, with nengo-loihi parameters added (``block_shape`` on the
         conv layers, ``on_chip=False`` on the input layer).
     """
+    stage1, stage2 = (tuple(int(s) for s in shape) for shape in block_shapes)
     rng = np.random.RandomState(SEED)
     image = blob_image(rng)
 
-    with nengo.Network(label="resnet_small", seed=SEED) as net:
+    with nengo.Network(label=label, seed=SEED) as net:
         nengo_loihi.add_params(net)
         # voltages start at zero, as they do on chip
         net.config[nengo.Ensemble].neuron_type = nengo.SpikingRectifiedLinear(
@@ -162,19 +175,19 @@ def build():
 
         # stage 1: 16x16x16
         x, shape = layers.conv(
-            inp, shape, layers.kernel(3, 3, 16), strides=(2, 2), block_shape=(4, 4, 16),
+            inp, shape, layers.kernel(3, 3, 16), strides=(2, 2), block_shape=stage1,
             label="stem",
         )
-        x = layers.residual_block(x, shape, (4, 4, 16), "res1")
-        x = layers.residual_block(x, shape, (4, 4, 16), "res2")
+        x = layers.residual_block(x, shape, stage1, "res1")
+        x = layers.residual_block(x, shape, stage1, "res2")
 
         # stage 2: 8x8x32
         x, shape = layers.conv(
-            x, shape, layers.kernel(3, 16, 32), strides=(2, 2), block_shape=(4, 4, 16),
+            x, shape, layers.kernel(3, 16, 32), strides=(2, 2), block_shape=stage2,
             label="down",
         )
-        x = layers.residual_block(x, shape, (4, 4, 16), "res3")
-        x = layers.residual_block(x, shape, (4, 4, 16), "res4")
+        x = layers.residual_block(x, shape, stage2, "res3")
+        x = layers.residual_block(x, shape, stage2, "res4")
 
         # global average pooling: each pool neuron averages one channel
         n_pixels, n_channels = np.prod(shape.spatial_shape), shape.n_channels

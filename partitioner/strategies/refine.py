@@ -163,6 +163,8 @@ def _empty_core(packed, i):
 FM_MAX_BLOCKS = 400
 #: Random starts `fm_refine` tries besides the plan itself, by graph size.
 FM_STARTS = ((60, 8), (150, 3), (FM_MAX_BLOCKS, 1))
+#: Up to this many blocks, a move that no core takes may repack the chip afresh.
+FM_REPACK_BLOCKS = 120
 #: An FM pass stops after this many moves without a new best.
 FM_PATIENCE = 25
 #: Moves tried per FM step before the step gives up.
@@ -171,58 +173,102 @@ _FM_TOL = 1e-9
 
 
 class _ChipSpace:
-    """Which sets of blocks one chip can hold, by first-fit-decreasing packing.
+    """The cores that hold each set of blocks one chip may take (None: it cannot).
 
-    A set fits when `packing.pack` (the packing `pack_by_chip` uses) puts it on at
-    most ``cap`` cores; the chips of the plan being refined fit as they are. Results
-    are cached per set; a resource-sum screen rejects hopeless sets without packing.
+    Sets are derived from sets already known by removing and adding blocks: a removed
+    block's core is rebuilt without it, an added block joins the first core it fits
+    or a new core while the chip has one free. When that fails the set is packed
+    afresh with `packing.pack`, first-fit decreasing, on at most ``cap`` cores. The
+    chips of the plan being refined are known from the start. Cores are never
+    changed in place, so every set keeps valid cores.
     """
 
     def __init__(self, packed, ctx, cap):
-        from partitioner.packing import pack
+        from partitioner.packing import CoreBin, pack
 
-        self.ctx, self.cap, self._pack = ctx, cap, pack
+        self.ctx, self.cap = ctx, cap
+        self._pack, self._bin = pack, CoreBin
+        #: Whether single moves may repack a chip afresh (small graphs only).
+        self.repack = ctx.graph.n_blocks <= FM_REPACK_BLOCKS
         g = ctx.graph
         self._res = g.resources.astype(np.float64)
         self._res[:, 3] = np.minimum(g.resources[:, 3], g.shared_synapse_bits)
         self._room = cap * ctx.limits.capacity_vector().astype(np.float64)
         self._none = sp.csr_matrix((g.n_blocks, g.n_blocks))
-        self.cache = {}
-        self.original = {}
-        for chip, cores in enumerate(_cores_by_chip(packed)):
+        self.known = {frozenset(): []}
+        for cores in _cores_by_chip(packed):
             key = frozenset(b for i in cores for b in packed.cores[i].blocks)
-            if key:
-                self.cache[key] = True
-                self.original[key] = [packed.cores[i] for i in cores]
+            self.known[key] = [packed.cores[i] for i in cores]
 
-    def fits(self, members):
+    def changed(self, members, remove=None, add=None, repack=True):
+        """Cores of ``members`` (a known set) less ``remove`` plus ``add``, or None.
+
+        With ``repack=False`` only the incremental change is tried (cheap; a None
+        then means "not found", not "impossible").
+        """
         key = frozenset(members)
-        found = self.cache.get(key)
-        if found is None:
-            found = self._fits(key)
-            self.cache[key] = found
-        return found
+        cores = self.known[key]
+        if remove is not None:
+            key = key - {remove}
+        if add is not None:
+            key = key | {add}
+        if key in self.known:
+            return self.known[key]
+        if cores is not None and remove is not None:
+            cores = self._without(cores, remove)
+        if cores is not None and add is not None:
+            cores = self._with(cores, add)
+        if cores is None:
+            if not repack:
+                return None
+            cores = self._fresh(key)
+        self.known[key] = cores
+        return cores
 
-    def _fits(self, key):
-        if not key:
-            return True
+    def fits(self, members, remove=None, add=None, repack=True):
+        """Whether ``members`` less ``remove`` plus ``add`` fit one chip."""
+        return self.changed(members, remove, add, repack) is not None
+
+    def _without(self, cores, b):
+        out = []
+        for core in cores:
+            if b not in core.blocks:
+                out.append(core)
+                continue
+            rest = self._bin(core.graph, core.limits, core.keys)
+            for x in core.blocks:
+                if x == b:
+                    continue
+                if not rest.fits(x):
+                    return None
+                rest.add(x)
+            if rest.blocks:
+                out.append(rest)
+        return out
+
+    def _with(self, cores, b):
+        for i, core in enumerate(cores):
+            if core.fits(b):
+                grown = core.copy()
+                grown.add(b)
+                return cores[:i] + [grown] + cores[i + 1:]
+        if len(cores) < self.cap:
+            ctx = self.ctx
+            return cores + [self._bin.of(ctx.graph, ctx.limits, ctx.keys, [b])]
+        return None
+
+    def _fresh(self, key):
         blocks = np.fromiter(sorted(key), dtype=np.int64)
         if np.any(self._res[blocks].sum(axis=0) > self._room) or \
                 self.ctx.graph.alone[blocks].sum() > self.cap:
-            return False
-        _, unplaced = self._pack(self.ctx.graph, blocks, self.ctx.limits, self.ctx.keys,
-                                 self._none, max_cores=self.cap)
-        return not unplaced
+            return None
+        cores, unplaced = self._pack(self.ctx.graph, blocks, self.ctx.limits, self.ctx.keys,
+                                     self._none, max_cores=self.cap)
+        return None if unplaced else cores
 
     def cores(self, members):
-        """Cores holding ``members`` (the plan's own cores where the set is unchanged)."""
-        key = frozenset(members)
-        if key in self.original:
-            return self.original[key]
-        blocks = np.fromiter(sorted(key), dtype=np.int64)
-        cores, _ = self._pack(self.ctx.graph, blocks, self.ctx.limits, self.ctx.keys,
-                              self._none)
-        return cores
+        """The cores of a known set."""
+        return self.known[frozenset(members)]
 
 
 def _cores_by_chip(packed):
@@ -312,18 +358,23 @@ def _random_start(space, ctx, k, rng, keep_chips):
     chip = np.full(n, -1, dtype=np.int64)
     members = [set() for _ in range(k)]
     for b, c in ctx.pins.items():
+        if not space.fits(members[c], add=b):
+            return None
         chip[b] = c
         members[c].add(b)
     for b in rng.permutation(n).tolist():
         if chip[b] >= 0:
             continue
-        for c in rng.permutation(k).tolist():
-            if space.fits(members[c] | {b}):
-                chip[b] = c
-                members[c].add(b)
-                break
-        else:
+        order = rng.permutation(k).tolist()
+        # Cheap incremental fits first; a fresh packing only when none accepts it.
+        dest = next((c for c in order if space.fits(members[c], add=b, repack=False)),
+                    None)
+        if dest is None:
+            dest = next((c for c in order if space.fits(members[c], add=b)), None)
+        if dest is None:
             return None
+        chip[b] = dest
+        members[dest].add(b)
     if keep_chips and not all(members):
         return None
     return chip
@@ -395,7 +446,8 @@ def _best_step(space, traffic, chip, members, flow, locked, keep_chips):
             return None
         a, dst = divmod(idx, k)
         src = int(chip[a])
-        if space.fits(members[dst] | {a}) and space.fits(members[src] - {a}):
+        if space.fits(members[dst], add=a, repack=space.repack) and \
+                space.fits(members[src], remove=a, repack=space.repack):
             return [(a, src, dst)], float(flat[idx])
         swap = _best_swap(space, traffic, chip, members, flow, own, locked, a, src, dst)
         if swap is not None:
@@ -415,6 +467,7 @@ def _best_swap(space, traffic, chip, members, flow, own, locked, a, src, dst, tr
     partner = flow[cand, src] - own[cand] - 2 * between
     for i in np.argsort(-partner, kind="stable")[:tries].tolist():
         b = int(cand[i])
-        if space.fits(members[dst] - {b} | {a}) and space.fits(members[src] - {a} | {b}):
+        if space.fits(members[dst], b, a, repack=False) and \
+                space.fits(members[src], a, b, repack=False):
             return b, float(partner[i])
     return None
