@@ -40,6 +40,7 @@ from partitioner.errors import (
     PlanError,
     ScenarioError,
 )
+from partitioner.whatif import plan_numbers
 
 __all__ = ["main", "NENGO_LOIHI_STRATEGIES", "COMPARE_COLUMNS", "DEFAULT_STRATEGIES"]
 
@@ -491,23 +492,8 @@ def strategy_record(result):
         record.setdefault(col.key, None)
     if not result.feasible:
         return record
-    m, plan = result.metrics, result.plan
-    record.update(
-        chips=int(plan.n_chips),
-        cores=int(plan.n_cores),
-        mean_core_utilization_pct=100.0 * float(m.mean_core_load),
-        interchip_axons=float(m.interchip_axons),
-        interchip_spikes=float(m.interchip_spikes),
-        max_link_load=float(m.max_link_load),
-        hop_weighted_cost=float(m.hop_weighted_cost),
-        time_us=float(m.time_ns) * 1e-3,
-        energy_uj=float(m.energy_pj) * 1e-6,
-        bound=None if plan.bound is None else float(plan.bound),
-        gap=None if plan.gap is None else float(plan.gap),
-        objective=plan.objective,
-        objective_value=None if plan.objective_value is None else float(plan.objective_value),
-        cores_per_chip=plan.cores_per_chip().tolist(),
-    )
+    record.update(plan_numbers(result.plan, result.metrics))
+    record["cores_per_chip"] = result.plan.cores_per_chip().tolist()
     return record
 
 

@@ -199,10 +199,43 @@ def run_point(graph, board, n_chips, strategy="metis", seed=0, spread=True,
         record["reason"] = " ".join(str(e).split())
         record["runtime_s"] = time.perf_counter() - t0
         return record
-    m = evaluate(graph, plan, board)
+    record.update(plan_numbers(plan, evaluate(graph, plan, board)))
     record.update(
         feasible=True,
+        chips=int(n_chips),  # asked for; chips_used is what the plan uses
         chips_used=int(plan.n_chips),
+        energy_sensitivity=[
+            {"interchip_spike_pj": float(v), "energy_uj": _energy_uj(graph, plan, board, v)}
+            for v in interchip_pj
+        ],
+    )
+    record["runtime_s"] = time.perf_counter() - t0
+    return record
+
+
+def plan_numbers(plan, metrics):
+    """The numbers every table and JSON record reports for one plan.
+
+    Parameters
+    ----------
+    plan : Plan
+    metrics : PlanMetrics
+        ``metrics.evaluate`` of the plan.
+
+    Returns
+    -------
+    dict
+        chips, cores, utilization (%), inter-chip axons and spikes per step, max link
+        load, hop-weighted cost, time (us) and energy (uJ) per step, objective, bound
+        and gap.
+    """
+    m = metrics
+
+    def number(x):
+        return None if x is None else float(x)
+
+    return dict(
+        chips=int(plan.n_chips),
         cores=int(plan.n_cores),
         mean_core_utilization_pct=100.0 * float(m.mean_core_load),
         interchip_axons=float(m.interchip_axons),
@@ -211,16 +244,11 @@ def run_point(graph, board, n_chips, strategy="metis", seed=0, spread=True,
         hop_weighted_cost=float(m.hop_weighted_cost),
         time_us=float(m.time_ns) * 1e-3,
         energy_uj=float(m.energy_pj) * 1e-6,
-        objective_value=plan.objective_value,
-        bound=plan.bound,
-        gap=plan.gap,
-        energy_sensitivity=[
-            {"interchip_spike_pj": float(v), "energy_uj": _energy_uj(graph, plan, board, v)}
-            for v in interchip_pj
-        ],
+        objective=plan.objective,
+        objective_value=number(plan.objective_value),
+        bound=number(plan.bound),
+        gap=number(plan.gap),
     )
-    record["runtime_s"] = time.perf_counter() - t0
-    return record
 
 
 def _init_worker(graph):
