@@ -6,13 +6,15 @@ Which mesh position each chip takes therefore decides how many link hops the int
 traffic costs and how busy the busiest link is. `place_chips` chooses the positions:
 
 * the *hop-weighted cost* ``sum_ab T[a, b] * hops(pos a, pos b)`` (``T``: spikes per
-  step from chip ``a`` to chip ``b``) is a quadratic assignment problem. Up to
-  `EXACT_MAX_CHIPS` chips it is solved exactly with CP-SAT (positions restricted,
-  without loss, to a window of ``n x n`` positions: empty rows and columns between
-  chips can always be closed up without lengthening any route). Larger plans get a
-  greedy construction (heaviest traffic first, each chip at the free position nearest
-  its placed partners) followed by best-improvement pairwise swaps (moves to empty
-  positions included), vectorized over the chip x chip traffic matrix;
+  step from chip ``a`` to chip ``b``) is a quadratic assignment problem. A greedy
+  construction (most-connected chip first, each at the free position nearest its
+  placed partners) is followed by best-improvement pairwise swaps (moves to empty
+  positions included), vectorized over the chip x chip traffic matrix; small plans
+  also search from the identity and two more greedy starts. For small placements
+  (`EXACT_MAX_CHIPS`, `EXACT_MAX_VARS`) CP-SAT then solves the problem exactly, hinted
+  with that result (positions restricted, without loss, to a window of ``n x n``
+  positions: closing up empty rows and columns lengthens no route, and mirrored
+  placements are cut);
 * the *max link load* is then lowered by moving the chips whose traffic crosses the
   busiest link, as far as that keeps the hop-weighted cost (objective ``"spikes"``), or
   first of all (objective ``"max_link"``).
@@ -26,7 +28,7 @@ import time
 
 import numpy as np
 
-from partitioner.errors import PlanError
+from partitioner.errors import PartitionerError, PlanError
 from partitioner.hardware import get_board
 from partitioner.metrics import chip_traffic, link_loads, xy_route
 
@@ -37,8 +39,15 @@ __all__ = [
     "EXACT_MAX_CHIPS",
 ]
 
-#: ``method="auto"`` solves placements of up to this many chips exactly.
+#: ``method="auto"`` solves placements exactly for up to this many chips ...
 EXACT_MAX_CHIPS = 8
+#: ... when chips x window positions (the model's booleans) are at most this many.
+EXACT_MAX_VARS = 160
+#: ``method="auto"`` gives the exact solver at most this many seconds.
+EXACT_SECONDS = 1.0
+#: Up to this many chips the heuristic also searches from the identity placement and
+#: from two more greedy placements (ties broken at random).
+RESTART_MAX_CHIPS = 64
 #: Relative tolerance when comparing costs.
 _TOL = 1e-9
 
@@ -59,7 +68,10 @@ def place_chips(graph, plan, board=None, seed=0, method="auto", time_limit=5.0,
     seed : int
         Seed for tie-breaking and the random restarts of the heuristic.
     method : {"auto", "exact", "heuristic", "identity"}
-        ``"auto"``: exact for at most `EXACT_MAX_CHIPS` chips, else heuristic.
+        ``"auto"``: the heuristic, then CP-SAT (at most `EXACT_SECONDS`) when the
+        placement is small (at most `EXACT_MAX_CHIPS` chips and `EXACT_MAX_VARS`
+        chip-position pairs in the model); ``"exact"``: CP-SAT always, for up to
+        ``time_limit`` seconds.
     time_limit : float
         Seconds for the exact solver, and for the heuristic's searches.
     objective : {"spikes", "max_link", "chips"}, optional
@@ -75,7 +87,9 @@ def place_chips(graph, plan, board=None, seed=0, method="auto", time_limit=5.0,
     Raises
     ------
     PlanError
-        The plan has more chips than the board, or ``method``/``objective`` is unknown.
+        The plan has more chips than the board has positions.
+    PartitionerError
+        ``method`` or ``objective`` is unknown.
     """
     board = get_board(plan.board if board is None else board)
     n = plan.n_chips
@@ -180,12 +194,12 @@ def _check_args(n, board, method, objective):
             f"Place it on a larger board."
         )
     if method not in ("auto", "exact", "heuristic", "identity"):
-        raise PlanError(
+        raise PartitionerError(
             f"Unknown placement method {method!r}; use 'auto', 'exact', 'heuristic' or "
             f"'identity'."
         )
     if objective not in ("spikes", "max_link", "chips"):
-        raise PlanError(
+        raise PartitionerError(
             f"Unknown objective {objective!r}; use 'spikes', 'max_link' or 'chips'."
         )
 
@@ -194,10 +208,10 @@ def _check_args(n, board, method, objective):
 class _Scorer:
     """Hop-weighted cost and max link load of placements of one traffic matrix."""
 
-    def __init__(self, traffic, board, objective):
+    def __init__(self, traffic, board, objective, hops):
         self.traffic = traffic
         self.board = board
-        self.hops = board.hop_matrix()
+        self.hops = hops
         self.mesh = tuple(board.mesh_shape)
         self.objective = objective
         src, dst = np.nonzero(traffic)
@@ -230,35 +244,75 @@ def _better(a, b):
 
 def _place(traffic, board, seed, method, time_limit, objective):
     n = traffic.shape[0]
-    deadline = time.perf_counter() + float(time_limit)
-    scorer = _Scorer(traffic, board, objective)
+    start_time = time.perf_counter()
+    deadline = start_time + float(time_limit)
+    hops = board.hop_matrix()
+    scorer = _Scorer(traffic, board, objective, hops)
     sym = traffic + traffic.T
     identity = np.arange(n, dtype=np.int64)
-    candidates = [identity]
-    if method == "exact" or (method == "auto" and n <= EXACT_MAX_CHIPS):
-        exact = _exact_hops(sym, board, max(0.1, deadline - time.perf_counter()), seed)
-        if exact is not None:
-            candidates.append(exact)
-    else:
-        rng = np.random.default_rng(seed)
-        for start in (_greedy(sym, board, rng), identity):
-            candidates.append(_swap_search(sym, board, start, deadline))
+    rng = np.random.default_rng(seed)
+    starts = [_greedy(sym, hops, rng)]
+    if n <= RESTART_MAX_CHIPS:
+        starts += [identity] + [_greedy(sym, hops, rng) for _ in range(2)]
+    candidates = [identity] + [_swap_search(sym, hops, s, deadline) for s in starts]
     best = min(candidates, key=scorer.hop_cost)
+    if method == "exact" or (method == "auto" and _exact_is_small(n, board)):
+        limit = deadline - time.perf_counter()
+        if method == "auto":
+            limit = min(limit, EXACT_SECONDS)
+        exact = _exact_hops(sym, board, max(0.1, limit), seed, hint=best)
+        if exact is not None and scorer.hop_cost(exact) < scorer.hop_cost(best):
+            best = exact
     best = _link_polish(scorer, best, deadline)
     # Never worse than the identity placement.
     return best if not _better(scorer.key(identity), scorer.key(best)) else identity
 
 
 # =================================================================== exact model
-def _exact_hops(sym, board, time_limit, seed):
-    """Positions minimizing the hop-weighted cost, by CP-SAT (None if none found)."""
+def _window(n, board):
+    """Rows and columns of the position window the exact model uses."""
+    rows, cols = board.mesh_shape
+    return min(rows, n), min(cols, n)
+
+
+def _exact_is_small(n, board):
+    """Whether ``method="auto"`` solves ``n`` chips on ``board`` exactly."""
+    n_rows, n_cols = _window(n, board)
+    return n <= EXACT_MAX_CHIPS and n * n_rows * n_cols <= EXACT_MAX_VARS
+
+
+def _normalized(pos, board):
+    """``(row, col)`` of each chip with empty rows and columns closed up, translated to
+    the corner and mirrored so that chip 0 lies in the first half of each axis.
+
+    Never raises the hop-weighted cost; gives the canonical form the exact model uses.
+    """
+    cols = board.mesh_shape[1]
+    r, c = np.divmod(np.asarray(pos, dtype=np.int64), cols)
+    r = np.unique(r, return_inverse=True)[1]
+    c = np.unique(c, return_inverse=True)[1]
+    if 2 * r[0] > r.max():
+        r = r.max() - r
+    if 2 * c[0] > c.max():
+        c = c.max() - c
+    return r, c
+
+
+def _exact_hops(sym, board, time_limit, seed, hint=None):
+    """Positions minimizing the hop-weighted cost, by CP-SAT (None if none found).
+
+    Chips go to a window of ``min(rows, n) x min(columns, n)`` positions; symmetric
+    placements are cut by asking for a chip in the first row and the first column and
+    for chip 0 in the first half of the occupied rows and columns (`_normalized`).
+    """
     from ortools.sat.python import cp_model
 
     from partitioner.strategies.ilp import scale_weights
 
     n = sym.shape[0]
-    rows, cols = board.mesh_shape
-    window = [(r, c) for r in range(min(rows, n)) for c in range(min(cols, n))]
+    cols = board.mesh_shape[1]
+    n_rows, n_cols = _window(n, board)
+    window = [(r, c) for r in range(n_rows) for c in range(n_cols)]
     a_idx, b_idx = np.nonzero(np.triu(sym, k=1))
     wi, _, _ = scale_weights(sym[a_idx, b_idx])
 
@@ -268,16 +322,30 @@ def _exact_hops(sym, board, time_limit, seed):
         m.add_exactly_one(p[a])
     for q in range(len(window)):
         m.add_at_most_one(p[a][q] for a in range(n))
-    row = [sum(r * v for (r, _), v in zip(window, p[a]) if r) for a in range(n)]
-    col = [sum(c * v for (_, c), v in zip(window, p[a]) if c) for a in range(n)]
+    row = [m.new_int_var(0, n_rows - 1, "") for _ in range(n)]
+    col = [m.new_int_var(0, n_cols - 1, "") for _ in range(n)]
+    for a in range(n):
+        m.add(row[a] == sum(r * v for (r, _), v in zip(window, p[a]) if r))
+        m.add(col[a] == sum(c * v for (_, c), v in zip(window, p[a]) if c))
+    for coord, size, axis in ((row, n_rows, 0), (col, n_cols, 1)):
+        top = m.new_int_var(0, size - 1, "")
+        m.add_max_equality(top, coord)
+        m.add(2 * coord[0] <= top)
+        m.add(sum(v for a in range(n) for q, v in enumerate(p[a])
+                  if window[q][axis] == 0) >= 1)
     terms = []
     for a, b, w in zip(a_idx, b_idx, wi):
-        for coord, size in ((row, min(rows, n)), (col, min(cols, n))):
+        for coord, size in ((row, n_rows), (col, n_cols)):
             dist = m.new_int_var(0, size - 1, "")
             m.add(dist >= coord[a] - coord[b])
             m.add(dist >= coord[b] - coord[a])
             terms.append(int(w) * dist)
     m.minimize(sum(terms))
+    if hint is not None:
+        hr, hc = _normalized(hint, board)
+        for a in range(n):
+            for q, (r, c) in enumerate(window):
+                m.add_hint(p[a][q], r == hr[a] and c == hc[a])
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = float(time_limit)
     solver.parameters.num_workers = 2
@@ -294,10 +362,10 @@ def _exact_hops(sym, board, time_limit, seed):
 
 
 # ================================================================ heuristic
-def _greedy(sym, board, rng):
+def _greedy(sym, hops, rng):
     """Chips placed one by one, most-connected first, each where it adds least cost."""
     n = sym.shape[0]
-    hops = board.hop_matrix().astype(np.float64)
+    hops = hops.astype(np.float64)
     n_pos = hops.shape[0]
     centre = hops.sum(axis=1)
     # Ties go to central positions, then at random.
@@ -321,7 +389,7 @@ def _greedy(sym, board, rng):
     return pos
 
 
-def _swap_search(sym, board, start, deadline):
+def _swap_search(sym, hops, start, deadline):
     """Best-improvement pairwise swaps of positions (empty positions included).
 
     Chips and empty positions form a permutation of all board positions; swapping two
@@ -330,7 +398,7 @@ def _swap_search(sym, board, start, deadline):
     updated in O(positions^2) per swap.
     """
     n = sym.shape[0]
-    hops = board.hop_matrix().astype(np.float64)
+    hops = hops.astype(np.float64)
     n_pos = hops.shape[0]
     perm = np.concatenate([start, np.setdiff1d(np.arange(n_pos), start)])
     S = np.zeros((n_pos, n_pos))

@@ -35,9 +35,9 @@ table (a "key used on this core" boolean per key), equal ``core_key``, compatibl
 input axon ids of the whole core must be in range of every pop16 receiver not placed
 first. Every returned core is re-checked with `CoreBin.violations`.
 
-The METIS plan (`strategies.metis.metis`) is the warm start (``AddHint``) and the
-fallback: when CP-SAT finds nothing better within ``time_limit`` the METIS plan comes
-back, with the gap from CP-SAT's bound.
+The METIS plan (`strategies.metis.metis`), refined (`strategies.refine.refine`), is
+the warm start (``AddHint``) and the fallback: when CP-SAT finds nothing better within
+``time_limit`` that plan comes back, with the gap from CP-SAT's bound.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ import numpy as np
 import scipy.sparse as sp
 from ortools.sat.python import cp_model
 
+from partitioner.errors import PartitionerError
 from partitioner.graph import RESOURCES
 from partitioner.packing import CoreBin, pack
 from partitioner.strategies.common import Packed, pack_by_chip
 from partitioner.strategies.metis import metis, repair_overfull
+from partitioner.strategies.refine import refine
 
 __all__ = [
     "ilp",
@@ -76,7 +78,7 @@ MAX_CORE_VARS = 400_000
 #: Full slot-order symmetry breaking is added below this many block-to-slot variables.
 FULL_SYMMETRY_VARS = 30_000
 #: Weights are scaled so that the heaviest edge is about this many integer units.
-WEIGHT_UNITS = 1e7
+WEIGHT_UNITS = 1e9
 #: Share of the time left that the master search spends with CP-SAT's default workers
 #: before switching to its objective lower-bound search.
 SEARCH_SHARE = 0.6
@@ -96,7 +98,7 @@ _PLAIN_TABLES = (
 
 # ==================================================================== entry point
 def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
-        max_blocks=MAX_BLOCKS, **_):
+        max_blocks=MAX_BLOCKS, deterministic=False, **_):
     """CP-SAT strategy: minimize the traffic between chips on at most ``k`` chips.
 
     Parameters
@@ -106,17 +108,21 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
     k : int
         Most chips to use.
     time_limit : float
-        Wall-clock limit of the solver in seconds (the METIS warm start comes on top).
+        Wall-clock limit of the solver in seconds (the warm start comes on top).
     workers : int
         CP-SAT search workers (threads).
     warm_start : bool
-        Hint the METIS plan to CP-SAT. The METIS plan is computed anyway: it is the
-        fallback, and the bins of the core model.
+        Hint the refined METIS plan to CP-SAT. That plan is computed anyway: it is
+        the fallback, and the bins of the core model.
     model : {"auto", "blocks", "slots", "cores"}
         Which model to solve (see the module docstring).
     max_blocks : int
         ``model="auto"`` solves the block model up to this many blocks, the core
         model above.
+    deterministic : bool
+        Run CP-SAT's workers interleaved, so that a solve that finishes within the
+        time limit gives the same plan every time (often slower on easy models).
+        Otherwise several optimal plans of equal cost may come back on different runs.
 
     Returns
     -------
@@ -130,9 +136,11 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
     """
     t0 = time.perf_counter()
     if model not in ("auto", "blocks", "slots", "cores"):
-        raise ValueError(f"model must be 'auto', 'blocks', 'slots' or 'cores', not {model!r}")
+        raise PartitionerError(
+            f"Unknown CP-SAT model {model!r}. Use 'auto', 'blocks', 'slots' or 'cores'."
+        )
     g = ctx.graph
-    warm = metis(ctx, k)
+    warm = _warm_start(ctx, k)
     if g.n_blocks == 0:
         return _with_info(Packed(ctx, [], []), _info("OPTIMAL", 0.0, 0.0, "trivial", t0))
     if warm is not None and (k == 1 or g.symmetric_traffic().nnz == 0):
@@ -140,7 +148,8 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
     if model == "auto":
         model = "blocks" if g.n_blocks <= max_blocks else "cores"
     params = _Params(deadline=time.perf_counter() + float(time_limit),
-                     workers=int(workers), seed=int(ctx.seed))
+                     workers=int(workers), seed=int(ctx.seed),
+                     deterministic=bool(deterministic))
     hint = warm if warm_start else None
     if model == "blocks":
         result = _solve_blocks(ctx, k, hint, params)
@@ -151,6 +160,14 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
     return _finish(ctx, result, warm, model, t0)
 
 
+def _warm_start(ctx, k):
+    """The METIS plan at ``k`` chips, refined (`strategies.refine.refine`); or None."""
+    warm = metis(ctx, k)
+    if warm is not None and k > 1:
+        refine(warm, ctx, keep_chips=getattr(ctx, "spread", False))
+    return warm
+
+
 @dataclass
 class _Params:
     """Solver settings shared by every CP-SAT call of one `ilp` run."""
@@ -158,6 +175,7 @@ class _Params:
     deadline: float
     workers: int
     seed: int
+    deterministic: bool = False
 
     def remaining(self):
         return self.deadline - time.perf_counter()
@@ -282,6 +300,7 @@ def _solve(model, params, limit=None, subsolvers=None):
     solver.parameters.max_time_in_seconds = max(0.01, seconds)
     solver.parameters.num_workers = max(1, params.workers)
     solver.parameters.random_seed = params.seed
+    solver.parameters.interleave_search = params.deterministic
     for name in subsolvers or ():
         solver.parameters.subsolvers.append(name)
     status = solver.solve(model)
@@ -587,7 +606,8 @@ class SlotModel:
         """Whether being first on a core changes a block's bits or formats here."""
         g, b = self.g, self.blocks
         own, shared = g.resources[b, _SYN], g.shared_synapse_bits[b]
-        bits = np.any(own != shared) and np.maximum(own, shared).sum() > self.ctx.limits.synapse_bits
+        cap = self.ctx.limits.synapse_bits
+        bits = np.any(own != shared) and np.maximum(own, shared).sum() > cap
         own_k, shared_k = _same_width(g.configs["synapse_cfgs"][b],
                                       g.configs["synapse_cfgs_shared"][b])
         n_keys = (own_k + shared_k).getnnz(axis=0).astype(bool).sum()

@@ -32,15 +32,21 @@ def _target_core(packed, b, cores, traffic):
     start, stop = traffic.indptr[b], traffic.indptr[b + 1]
     on_chip = set(cores)
     affinity = {}
-    for nb, w in zip(traffic.indices[start:stop].tolist(), traffic.data[start:stop].tolist()):
-        i = int(packed.block_core[nb])
+    near = packed.block_core[traffic.indices[start:stop]].tolist()
+    for i, w in zip(near, traffic.data[start:stop].tolist()):
         if i in on_chip:
             affinity[i] = affinity.get(i, 0.0) + w
     # The cores it talks to most, then the chip's other cores in order.
     ranked = sorted(affinity, key=affinity.get, reverse=True)[:WINDOW]
     ranked += [i for i in cores[:2 * WINDOW] if i not in affinity][:WINDOW]
-    for i in ranked:
-        if packed.cores[i].fits(b):
+    if not ranked:
+        return None
+    # Screen the resources of all candidates at once; full checks only where they fit.
+    need = packed.ctx.keys.shared_need()[b]
+    room = np.all(packed.usage()[ranked] + need <= packed.ctx.limits.capacity_vector(),
+                  axis=1)
+    for i, ok in zip(ranked, room.tolist()):
+        if ok and packed.cores[i].fits(b):
             return i
     return None
 
@@ -71,27 +77,36 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
     pinned = set(ctx.pins)
     n_chips = packed.n_chips
     total_moves = 0
+    # A move that failed fails again until the destination chip changes: each chip's
+    # version counts the moves into and out of it (and core renumbering, all chips).
+    version = np.zeros(n_chips + 1, dtype=np.int64)
+    failed = {}
     for _ in range(max_passes):
         block_chip = packed.block_chip()
         chip_blocks = np.bincount(block_chip, minlength=n_chips)
-        to_chip = chip_traffic(traffic, block_chip, n_chips).toarray() if n_chips <= 64 \
-            else None
-        candidates = _improving_blocks(traffic, block_chip, n_chips, to_chip)
+        candidates = _improving_blocks(traffic, block_chip, n_chips)
         moves = 0
-        for b in candidates:
+        for b in candidates.tolist():
             if b in pinned or (keep_chips and chip_blocks[block_chip[b]] == 1):
                 continue
             flow = _neighbour_flow(traffic, b, block_chip, n_chips)
-            own = block_chip[b]
-            for dest in np.argsort(-flow, kind="stable"):
-                if flow[dest] <= flow[own]:
-                    break
-                if _move(packed, b, int(dest), traffic, cap):
+            own = int(block_chip[b])
+            better = np.flatnonzero(flow > flow[own])
+            for dest in better[np.argsort(-flow[better], kind="stable")].tolist():
+                state = (version[dest], version[n_chips])
+                if failed.get((b, dest)) == state:
+                    continue
+                n_cores = len(packed.cores)
+                if _move(packed, b, dest, traffic, cap):
                     chip_blocks[own] -= 1
                     chip_blocks[dest] += 1
                     block_chip[b] = dest
                     moves += 1
+                    version[[own, dest]] += 1
+                    if len(packed.cores) < n_cores:
+                        version[n_chips] += 1
                     break
+                failed[(b, dest)] = state
         total_moves += moves
         if moves == 0:
             break
@@ -99,14 +114,21 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
     return total_moves
 
 
-def _improving_blocks(traffic, block_chip, n_chips, to_chip):
+def _improving_blocks(traffic, block_chip, n_chips):
     """Blocks with another chip they send more traffic to than their own, best first."""
-    if to_chip is None:
-        to_chip = chip_traffic(traffic, block_chip, n_chips).toarray()
-    idx = np.arange(block_chip.size)
-    own = to_chip[idx, block_chip]
-    to_chip[idx, block_chip] = -np.inf
-    gain = to_chip.max(axis=1) - own
+    to_chip = chip_traffic(traffic, block_chip, n_chips)
+    n = block_chip.size
+    rows = np.repeat(np.arange(n), np.diff(to_chip.indptr))
+    own = to_chip.indices == block_chip[rows]
+    own_flow = np.zeros(n)
+    own_flow[rows[own]] = to_chip.data[own]
+    # Largest flow to another chip (0 where none: every other chip gets at least 0).
+    other = np.where(own, 0.0, to_chip.data)
+    busy = np.flatnonzero(np.diff(to_chip.indptr))
+    best = np.zeros(n)
+    if busy.size:
+        best[busy] = np.maximum.reduceat(other, to_chip.indptr[busy])
+    gain = np.maximum(best, 0.0) - own_flow
     cand = np.flatnonzero(gain > 0)
     return cand[np.argsort(-gain[cand], kind="stable")]
 
@@ -153,9 +175,11 @@ def consolidate(packed, max_fill=0.35):
 
 def _empty_core(packed, i):
     """Move every block of core ``i`` into other cores of its chip, or nothing."""
-    others = [j for j in packed.chip_cores(packed.core_chip[i]) if j != i]
-    others.sort(key=lambda j: -packed.cores[j].fill)
-    return packed.absorb(i, others)
+    others = np.array([j for j in packed.chip_cores(packed.core_chip[i]) if j != i],
+                      dtype=np.int64)
+    fill = (packed.usage()[others] / packed.ctx.limits.capacity_vector()).max(axis=1,
+                                                                             initial=0.0)
+    return packed.absorb(i, others[np.argsort(-fill, kind="stable")].tolist())
 
 
 # ======================================================= Fiduccia-Mattheyses search
