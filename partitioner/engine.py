@@ -269,6 +269,13 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
         say(f"{k} chip(s) do not fit ({time.perf_counter() - start:.2f} s{guess})")
         # A strategy that found its cores cannot fit k chips says how many they need.
         k = max(k + 1, min(ctx.notes.get("min_chips", 0), max_chips))
+    if ctx.spread:
+        raise InfeasibleError(
+            f"Could not spread the model ({ctx.graph.n_blocks} blocks) over exactly "
+            f"{max_chips} chip(s) of {ctx.board.name}: every chip needs at least one "
+            f"core and chips must stay balanced. Spread over fewer chips, or drop "
+            f"spread=True to use the fewest chips that fit."
+        )
     raise InfeasibleError(
         f"Could not place the model on {max_chips} chip(s) of {ctx.board.name} "
         f"({ctx.graph.n_blocks} blocks). Allow more chips, use a larger board, or make "
