@@ -12,10 +12,13 @@ The rules (see ``docs/rules.md`` and ``../shared/ARCHITECTURE.md``):
 * a block receiving pop16 axons must find all its axon ids below ``2**axon_bits``.
 
 `CoreBin` is the incremental feasibility check every strategy shares. `pack` fills
-cores first-fit-decreasing, preferring the core a block exchanges most traffic with.
+cores first-fit-decreasing, preferring the core a block exchanges most traffic with;
+`best_fit` packs by size alone, screening all open cores at once with arrays.
 """
 
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 
@@ -92,8 +95,7 @@ class BlockKeys:
         g = self.graph
         kinds = {kind for t in _TABLES for kind in t[1:]}
         keys = {kind: self._key_sets(kind, blocks) for kind in kinds}
-        rows = zip(
-            blocks.tolist(),
+        facts = zip(
             map(tuple, g.resources[blocks].tolist()),
             g.shared_synapse_bits[blocks].tolist(),
             g.alone[blocks].tolist(),
@@ -103,9 +105,7 @@ class BlockKeys:
             zip(*(keys[first] for _, first, _ in _TABLES)),
             zip(*(keys[shared] for _, _, shared in _TABLES)),
         )
-        info = self._info
-        for b, *facts in rows:
-            info[b] = tuple(facts)
+        self._info.update(zip(blocks.tolist(), facts))
 
     def _key_sets(self, kind, blocks):
         """The ``kind`` key set of each of ``blocks``, equal sets shared."""
@@ -165,6 +165,20 @@ def effective_size(graph, limits=None):
     return np.clip(size, 1e-6, 1.0)
 
 
+_CAPACITIES = {}
+
+
+def _capacities(limits):
+    """``(resource capacities, config table capacities)`` of ``limits`` as tuples."""
+    found = _CAPACITIES.get(limits)
+    if found is None:
+        found = _CAPACITIES[limits] = (
+            tuple(int(c) for c in limits.capacity_vector()),
+            tuple(limits.config_capacity(t) for t, _, _ in _TABLES),
+        )
+    return found
+
+
 class CoreBin:
     """One core being filled: tracks what it holds and answers whether a block fits.
 
@@ -185,8 +199,7 @@ class CoreBin:
         self.core_key = None
         self.noise_key = -1
         self.alone = False
-        self._cap = tuple(int(c) for c in limits.capacity_vector())
-        self._table_cap = tuple(limits.config_capacity(t) for t, _, _ in _TABLES)
+        self._cap, self._table_cap = _capacities(limits)
 
     def need(self, block):
         """Resources ``block`` would use if added now (synapse bits depend on offset)."""
@@ -205,10 +218,11 @@ class CoreBin:
             yield "vmin/vmax differ from the blocks already on the core"
         if noise_key >= 0 and self.noise_key >= 0 and noise_key != self.noise_key:
             yield "noise settings differ from the noisy blocks already on the core"
-        total = [u + n for u, n in zip(self.used, self.need(block))]
-        for r, name in enumerate(RESOURCES):
-            if total[r] > self._cap[r]:
-                yield f"{name} {total[r]} > {self._cap[r]}"
+        total = list(map(operator.add, self.used, self.need(block)))
+        if any(map(operator.gt, total, self._cap)):
+            for r, name in enumerate(RESOURCES):
+                if total[r] > self._cap[r]:
+                    yield f"{name} {total[r]} > {self._cap[r]}"
         # Axon ids of blocks added earlier do not move, so a pop16 receiver only
         # needs its own ids (the core's total so far) inside its id range.
         if pop16 > 0 and total[_IN_AXONS] > pop16:
@@ -234,7 +248,7 @@ class CoreBin:
         keys = info[7] if self.blocks else info[6]
         for have, want in zip(self.tables, keys):
             have |= want
-        self.used = [u + n for u, n in zip(self.used, self.need(block))]
+        self.used = list(map(operator.add, self.used, self.need(block)))
         self.blocks.append(int(block))
         if self.core_key is None:
             self.core_key = info[3]
@@ -245,7 +259,7 @@ class CoreBin:
     @property
     def fill(self):
         """Largest used fraction of any additive resource."""
-        return max(u / c for u, c in zip(self.used, self._cap))
+        return max(map(operator.truediv, self.used, self._cap))
 
     def copy(self):
         """An independent copy (blocks, usage and tables)."""
@@ -300,6 +314,12 @@ def pack(graph, blocks, limits=None, keys=None, traffic=None, max_cores=None):
     blocks = np.asarray(blocks, dtype=np.int64)
     if traffic.nnz == 0:
         return best_fit(graph, blocks, limits, keys, max_cores)
+    return _pack_near(graph, blocks, limits, keys, traffic, max_cores)
+
+
+def _pack_near(graph, blocks, limits, keys, traffic, max_cores):
+    """`pack` with traffic: each block to the open core it talks to most (of the
+    `WINDOW` best screened candidates), then the fullest."""
     order = _decreasing(blocks, keys.sizes(limits))
     keys.prefetch(order)
 
@@ -329,8 +349,8 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     Blocks go largest first (`effective_size`, ties by id) to the fullest open core
     (largest used fraction of any resource, ties to the earliest core) where
     `CoreBin.fits` accepts them, else to a new core. Cores are screened all at once
-    with arrays (resources, voltage limits, noise, pop16 ids, cores of their own), so
-    only candidates that pass are checked in full, usually one per block.
+    with arrays (resources, voltage limits, noise, pop16 ids, config tables, cores of
+    their own), so only the best candidate is checked in full.
 
     Parameters
     ----------
@@ -362,14 +382,21 @@ class _FitGroup:
     """Open cores of one (vmin, vmax) setting, with their free room as arrays.
 
     Blocks with other settings can never join these cores, so each setting is
-    screened on its own.
+    screened on its own. Config tables are screened exactly: for each table that
+    could overflow somewhere, the keys a block would add to each core are its keys
+    minus those the core holds already (``holders``: key -> cores holding it).
     """
 
-    def __init__(self, n_resources):
+    def __init__(self, cap, table_cap):
         self.index = []  # position in the packer's core list of each row
-        self.free = np.zeros((8, n_resources), dtype=np.int64)
+        self.cap = cap
+        self.free = np.zeros((8, len(cap)), dtype=np.int64)
         self.fill = np.zeros(8)
         self.noise = np.full(8, -1, dtype=np.int64)
+        self.table_cap = table_cap
+        self.tables = np.zeros((8, len(table_cap)), dtype=np.int64)
+        self.largest = [0] * len(table_cap)  # largest table of any core, per table
+        self.holders = [{} for _ in table_cap]
 
     def append(self, i):
         """Add a row for core ``i``; returns the row."""
@@ -378,17 +405,49 @@ class _FitGroup:
             self.free = np.concatenate([self.free, np.zeros_like(self.free)])
             self.fill = np.concatenate([self.fill, np.zeros_like(self.fill)])
             self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)])
+            self.tables = np.concatenate([self.tables, np.zeros_like(self.tables)])
+            for holders in self.holders:
+                for key, mask in holders.items():
+                    holders[key] = np.concatenate([mask, np.zeros_like(mask)])
         self.index.append(i)
         return row
 
-    def candidates(self, need, noise_key):
-        """Fill of each core where ``need`` fits the free room (-1 elsewhere)."""
+    def candidates(self, need, noise_key, keys):
+        """Fill of each core that ``need``, ``noise_key`` and ``keys`` (per table, the
+        keys of a block at an offset) fit (-1 elsewhere)."""
         m = len(self.index)
         ok = (self.free[:m] >= need).all(axis=1)
         if noise_key >= 0:
             noise = self.noise[:m]
             ok &= (noise < 0) | (noise == noise_key)
+        for t, want in enumerate(keys):
+            if want and self.largest[t] + len(want) > self.table_cap[t]:
+                new = np.full(m, len(want), dtype=np.int64)
+                for key in want:
+                    mask = self.holders[t].get(key)
+                    if mask is not None:
+                        new -= mask[:m]
+                ok &= self.tables[:m, t] + new <= self.table_cap[t]
         return np.where(ok, self.fill[:m], -1.0)
+
+    def record(self, row, core, added):
+        """Record core ``core`` at ``row`` after ``added`` (per table, the keys its
+        last block added) joined it."""
+        # A core of its own takes nothing else.
+        self.free[row] = -1 if core.alone else [c - u for c, u in zip(self.cap, core.used)]
+        self.fill[row] = core.fill
+        self.noise[row] = core.noise_key
+        for t, keys in enumerate(added):
+            if keys:
+                size = len(core.tables[t])
+                self.tables[row, t] = size
+                self.largest[t] = max(self.largest[t], size)
+                holders = self.holders[t]
+                for key in keys:
+                    mask = holders.get(key)
+                    if mask is None:
+                        mask = holders[key] = np.zeros(self.fill.size, dtype=bool)
+                    mask[row] = True
 
 
 class _BestFit:
@@ -396,8 +455,7 @@ class _BestFit:
 
     def __init__(self, graph, limits, keys):
         self.graph, self.limits, self.keys = graph, limits, keys
-        self.cap = tuple(int(c) for c in limits.capacity_vector())
-        self.cap_array = np.array(self.cap, dtype=np.int64)
+        self.cap, self.table_cap = _capacities(limits)
         self.need = keys.shared_need()
         self.cores = []
         self.groups = {}
@@ -407,7 +465,7 @@ class _BestFit:
         info = self.keys.info(b)
         group = self.groups.get(info[3])
         if group is None:
-            group = self.groups[info[3]] = _FitGroup(len(self.cap))
+            group = self.groups[info[3]] = _FitGroup(self.cap, self.table_cap)
         row = None if info[2] or not group.index else self._best_row(b, info, group)
         if row is None:
             if max_cores is not None and len(self.cores) >= max_cores:
@@ -415,8 +473,10 @@ class _BestFit:
             self.cores.append(CoreBin(self.graph, self.limits, self.keys))
             row = group.append(len(self.cores) - 1)
         core = self.cores[group.index[row]]
+        wanted = info[7] if core.blocks else info[6]
+        added = [want - have for want, have in zip(wanted, core.tables)]
         core.add(b)
-        self._update(group, row, core)
+        group.record(row, core, added)
         return True
 
     def _best_row(self, b, info, group):
@@ -427,22 +487,14 @@ class _BestFit:
             # Its axon ids must end below 2**axon_bits: less room for input axons.
             need = need.copy()
             need[_IN_AXONS] += self.cap[_IN_AXONS] - pop16
-        score = group.candidates(need, info[4])
+        score = group.candidates(need, info[4], info[7])
         while True:
             row = int(score.argmax())
             if score[row] < 0:
                 return None
             if self.cores[group.index[row]].fits(b):
                 return row
-            score[row] = -1.0  # config tables full: try the next fullest
-
-    def _update(self, group, row, core):
-        if core.alone:
-            group.free[row] = -1  # nothing else may join
-        else:
-            group.free[row] = [c - u for c, u in zip(self.cap, core.used)]
-        group.fill[row] = core.fill
-        group.noise[row] = core.noise_key
+            score[row] = -1.0  # not expected: the screens are exact
 
 
 #: Cores a block is fully checked against (best candidates first) before a new core
@@ -662,6 +714,7 @@ def check_plan(graph, plan, board=None, limits=None):
             f"{board.cores_per_chip}. Re-plan with more chips."
         )
     keys = BlockKeys(graph)
+    keys.prefetch(np.arange(graph.n_blocks))
     for c in range(plan.n_cores):
         problems = core_violations(graph, plan.core_blocks(c), limits, keys)
         if problems:

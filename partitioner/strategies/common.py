@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from partitioner.graph import RESOURCES
-from partitioner.packing import WINDOW, BlockKeys, CoreBin, pack
+from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit
 
 SYNAPSE_BITS = RESOURCES.index("synapse_bits")
 
@@ -56,15 +56,35 @@ class Context:
 
 
 class Packed:
-    """Cores (each a `CoreBin`) and the chip of each core; mutable during refinement."""
+    """Cores (each a `CoreBin`) and the chip of each core; mutable during refinement.
+
+    The methods keep the chip of each core, the cores of each chip and each core's
+    resource usage up to date as they change things, so one change costs time in
+    proportion to one chip's cores, not to all cores. Assigning ``cores`` or
+    ``core_chip`` as a whole rebuilds these indexes when they are next needed.
+    """
 
     def __init__(self, ctx, cores, core_chip):
         self.ctx = ctx
-        self.cores = list(cores)
+        self.cores = cores
         self.core_chip = core_chip
         self.block_core = np.full(ctx.graph.n_blocks, -1, dtype=np.int64)
-        for i, core in enumerate(self.cores):
-            self.block_core[core.blocks] = i
+        sizes = [len(core.blocks) for core in self.cores]
+        flat = [b for core in self.cores for b in core.blocks]
+        self.block_core[np.asarray(flat, dtype=np.int64)] = np.repeat(
+            np.arange(len(sizes), dtype=np.int64), sizes)
+
+    # ------------------------------------------------------------ indexes
+    @property
+    def cores(self):
+        """The cores (a list of `CoreBin`; replace a core only through the methods,
+        or assign a whole new list)."""
+        return self._cores
+
+    @cores.setter
+    def cores(self, cores):
+        self._cores = list(cores)
+        self._usage = None
 
     @property
     def core_chip(self):
@@ -76,66 +96,133 @@ class Packed:
     def core_chip(self, chips):
         self._core_chip = [int(c) for c in chips]
         self._chip_array = None
-
-    def move_core(self, i, chip):
-        """Put core ``i`` on ``chip``."""
-        self._core_chip[i] = int(chip)
-        self._chip_array = None
+        self._on_chip = None
 
     def _chips(self):
+        """(n_cores,) chip of each core (a view; do not keep it across changes)."""
+        n = len(self._core_chip)
         if self._chip_array is None:
-            self._chip_array = np.asarray(self._core_chip, dtype=np.int64)
-        return self._chip_array
+            self._chip_array = np.empty(max(2 * n, 16), dtype=np.int64)
+            self._chip_array[:n] = self._core_chip
+        return self._chip_array[:n]
 
+    def _chip_sets(self):
+        """Chip -> set of its core indices."""
+        if self._on_chip is None:
+            on_chip = {}
+            for i, chip in enumerate(self._core_chip):
+                on_chip.setdefault(chip, set()).add(i)
+            self._on_chip = on_chip
+        return self._on_chip
+
+    def usage(self):
+        """(n_cores, 4) resources each core uses (a view; do not keep it across
+        changes)."""
+        n = len(self._cores)
+        if self._usage is None or self._usage.shape[0] < n:
+            usage = np.zeros((max(2 * n, 16), len(RESOURCES)), dtype=np.int64)
+            if n:
+                usage[:n] = [core.used for core in self._cores]
+            self._usage = usage
+        return self._usage[:n]
+
+    def _set_core(self, i, core):
+        """Replace core ``i`` (same chip) and record its usage."""
+        self._cores[i] = core
+        if self._usage is not None:
+            self._usage[i] = core.used
+
+    def _append(self, core, chip):
+        """Append ``core`` on ``chip``; returns its index."""
+        i = len(self._cores)
+        self._cores.append(core)
+        self._core_chip.append(int(chip))
+        if self._chip_array is not None:
+            if i == self._chip_array.size:
+                self._chip_array = np.concatenate([self._chip_array, self._chip_array])
+            self._chip_array[i] = chip
+        if self._usage is not None:
+            if i == self._usage.shape[0]:
+                self._usage = np.concatenate([self._usage, self._usage])
+            self._usage[i] = core.used
+        if self._on_chip is not None:
+            self._on_chip.setdefault(int(chip), set()).add(i)
+        return i
+
+    # ------------------------------------------------------------ queries
     @property
     def n_chips(self):
         """Chips in use (chip ids are 0 .. n_chips - 1)."""
-        return max(self.core_chip) + 1 if self.core_chip else 0
+        return int(self._chips().max()) + 1 if self._core_chip else 0
 
-    def block_chip(self):
-        """(n_blocks,) chip of each block."""
-        return self._chips()[self.block_core]
+    def block_chip(self, blocks=None):
+        """Chip of each block (of ``blocks`` only, if given)."""
+        if blocks is None:
+            return self._chips()[self.block_core]
+        return self._chips()[self.block_core[blocks]]
 
     def chip_cores(self, chip):
-        """Indices of the cores on ``chip``."""
-        return np.flatnonzero(self._chips() == chip).tolist()
+        """Indices of the cores on ``chip``, ascending."""
+        return sorted(self._chip_sets().get(int(chip), ()))
 
     def cores_by_chip(self):
         """List, per chip, of the indices of its cores."""
-        chips = self._chips()
-        order = np.argsort(chips, kind="stable")
-        bounds = np.searchsorted(chips[order], np.arange(self.n_chips + 1))
-        return [order[bounds[c]:bounds[c + 1]].tolist() for c in range(self.n_chips)]
+        return [self.chip_cores(c) for c in range(self.n_chips)]
 
-    def cores_on_chips(self):
+    def cores_on_chips(self, n_chips=None):
         """(n_chips,) number of cores on each chip."""
-        return np.bincount(self._chips(), minlength=self.n_chips)
+        n = self.n_chips if n_chips is None else n_chips
+        return np.bincount(self._chips(), minlength=n)
+
+    # ------------------------------------------------------------ changes
+    def move_core(self, i, chip):
+        """Put core ``i`` on ``chip``."""
+        chip = int(chip)
+        old = self._core_chip[i]
+        self._core_chip[i] = chip
+        if self._chip_array is not None:
+            self._chip_array[i] = chip
+        if self._on_chip is not None:
+            self._on_chip[old].discard(i)
+            self._on_chip.setdefault(chip, set()).add(i)
 
     def remove_block(self, b):
         """Take block ``b`` off its core; an emptied core is deleted."""
         i = int(self.block_core[b])
-        rest = [x for x in self.cores[i].blocks if x != b]
+        rest = [x for x in self._cores[i].blocks if x != b]
         self.block_core[b] = -1
         if rest:
             ctx = self.ctx
-            self.cores[i] = CoreBin.of(ctx.graph, ctx.limits, ctx.keys, rest)
+            self._set_core(i, CoreBin.of(ctx.graph, ctx.limits, ctx.keys, rest))
         else:
             self.delete_core(i)
 
     def delete_core(self, i):
         """Delete core ``i``; the last core takes its index."""
-        last = len(self.cores) - 1
+        last = len(self._cores) - 1
+        chip, last_chip = self._core_chip[i], self._core_chip[last]
+        if self._on_chip is not None:
+            self._on_chip[chip].discard(i)
+            if i != last:
+                self._on_chip[last_chip].discard(last)
+                self._on_chip[last_chip].add(i)
         if i != last:
-            self.cores[i] = self.cores[last]
-            self._core_chip[i] = self._core_chip[last]
-            self.block_core[self.cores[i].blocks] = i
-        self.cores.pop()
+            self._cores[i] = self._cores[last]
+            self._core_chip[i] = last_chip
+            self.block_core[self._cores[i].blocks] = i
+            if self._chip_array is not None:
+                self._chip_array[i] = last_chip
+            if self._usage is not None:
+                self._usage[i] = self._usage[last]
+        self._cores.pop()
         self._core_chip.pop()
-        self._chip_array = None
 
     def add_block(self, b, core_index):
         """Append block ``b`` to an existing core."""
-        self.cores[core_index].add(b)
+        core = self._cores[core_index]
+        core.add(b)
+        if self._usage is not None:
+            self._usage[core_index] = core.used
         self.block_core[b] = core_index
 
     def new_core(self, b, chip):
@@ -143,45 +230,60 @@ class Packed:
         ctx = self.ctx
         core = CoreBin(ctx.graph, ctx.limits, ctx.keys)
         core.add(b)
-        self.cores.append(core)
-        self._core_chip.append(int(chip))
-        self._chip_array = None
-        self.block_core[b] = len(self.cores) - 1
+        self.block_core[b] = self._append(core, chip)
 
     def absorb(self, i, targets):
         """Move every block of core ``i`` into the cores ``targets``, then delete core i.
 
-        Blocks go largest first, each to the first target (in the given order) it fits.
-        All or nothing: returns False, changing nothing, when some block fits no target.
+        Blocks go largest first, each to the first target (in the given order) it fits,
+        among the first `WINDOW` targets with room for its resources. All or nothing:
+        returns False, changing nothing, when some block fits no target.
         """
         targets = list(targets)
         if not targets:
             return False
         cap = self.ctx.limits.capacity_vector()
-        used = np.array([self.cores[j].used for j in targets], dtype=np.int64)
-        blocks = sorted(self.cores[i].blocks, key=lambda b: -self.ctx.sizes[b])
-        need = self.ctx.graph.resources[blocks].copy()
-        need[:, SYNAPSE_BITS] = self.ctx.graph.shared_synapse_bits[blocks]
+        used = self.usage()[targets]
+        need = self._shared_need(self._cores[i].blocks)
         if np.any(need.sum(axis=0) > (cap - used).clip(min=0).sum(axis=0)):
             return False
-        staged = {}
+        return self._absorb(i, _TargetScan(self, [None], lambda _: targets,
+                                           known={None: (targets, used)}))
+
+    def absorb_chips(self, i, chips, room=None):
+        """`absorb` into the cores of ``chips``: chip by chip in the given order, each
+        chip's cores in index order, as if they were one list of targets.
+
+        Parameters
+        ----------
+        i : int
+            Core to empty.
+        chips : sequence of int
+        room : (n_chips, 4) int array, optional
+            For each chip, at least the free room of any of its cores per resource;
+            chips without room for a block are skipped for it (they could not take
+            it anyway).
+        """
+        chips = np.asarray(chips, dtype=np.int64)
+        if room is None:
+            chips = chips.tolist()
+        return self._absorb(i, _TargetScan(self, chips, self.chip_cores, room))
+
+    def _absorb(self, i, scan):
+        blocks = sorted(self._cores[i].blocks, key=lambda b: -self.ctx.sizes[b])
+        need = self._shared_need(blocks)
         for b, res in zip(blocks, need):
-            for pos in np.flatnonzero(np.all(used + res <= cap, axis=1))[:WINDOW].tolist():
-                j = targets[pos]
-                cand = staged.get(j, self.cores[j])
-                if cand.fits(b):
-                    if j not in staged:
-                        staged[j] = cand.copy()
-                    staged[j].add(b)
-                    used[pos] = staged[j].used
-                    break
-            else:
+            if not scan.place(b, res):
                 return False
-        for j, cand in staged.items():
-            self.cores[j] = cand
+        for j, cand in scan.staged.items():
+            self._set_core(j, cand)
             self.block_core[cand.blocks] = j
         self.delete_core(i)
         return True
+
+    def _shared_need(self, blocks):
+        """Resources of ``blocks`` joining occupied cores (widened synapse bits)."""
+        return self.ctx.keys.shared_need()[np.asarray(blocks, dtype=np.int64)]
 
     def compact_chips(self):
         """Renumber chips ``0 .. k-1`` in order of first use, dropping empty chips."""
@@ -190,22 +292,146 @@ class Packed:
         self.core_chip = [remap[c] for c in self.core_chip]
 
 
-def pack_by_chip(ctx, block_chip, n_chips):
+class _TargetScan:
+    """Where `Packed.absorb` puts blocks: groups of target cores in order, each read
+    when first needed, with the changes staged on copies of the cores."""
+
+    def __init__(self, packed, groups, cores_of, room=None, known=None):
+        self.packed = packed
+        self.groups = groups
+        self.cores_of = cores_of
+        self.room = room
+        self.cap = packed.ctx.limits.capacity_vector()
+        # group -> (its cores, their usage with staged changes)
+        self.read = dict(known or {})
+        self.staged = {}  # core index -> staged copy
+
+    def _group(self, group):
+        found = self.read.get(group)
+        if found is None:
+            cores = self.cores_of(group)
+            found = self.read[group] = (cores, self.packed.usage()[cores])
+        return found
+
+    def _groups_for(self, res):
+        """The groups that may have room for ``res``."""
+        if self.room is None:
+            return self.groups
+        fits = np.ones(self.room.shape[0], dtype=bool)
+        for r, amount in enumerate(res.tolist()):
+            fits &= self.room[:, r] >= amount
+        return self.groups[fits[self.groups]].tolist()
+
+    def place(self, b, res):
+        """Stage block ``b`` (needing ``res``) on the first target it fits; False if
+        none of the first `WINDOW` targets with room for it takes it."""
+        tried = 0
+        for group in self._groups_for(res):
+            cores, used = self._group(group)
+            room = np.flatnonzero(np.all(used + res <= self.cap, axis=1))
+            for pos in room[:WINDOW - tried].tolist():
+                j = cores[pos]
+                cand = self.staged.get(j, self.packed.cores[j])
+                if cand.fits(b):
+                    if j not in self.staged:
+                        self.staged[j] = cand = cand.copy()
+                    cand.add(b)
+                    used[pos] = cand.used
+                    return True
+            tried += min(room.size, WINDOW - tried)
+            if tried >= WINDOW:
+                break
+        return False
+
+
+#: `pack_by_chip` projects the cores of all chips from a sample of chips only when
+#: there are at least this many chips.
+PROJECT_MIN_CHIPS = 64
+#: Chips in that sample: at least this many, and at least 1/8 of the chips.
+PROJECT_SAMPLE = 16
+
+
+def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
     """Pack each chip's blocks onto as few cores as possible (best fit by size).
 
     Traffic inside a chip costs the same whichever core carries it, so only size
-    matters here. Returns a `Packed`; chips may still be over-full.
+    matters here.
+
+    Parameters
+    ----------
+    ctx : Context
+    block_chip : (n_blocks,) int array
+    n_chips : int
+    max_cores : int, optional
+        Cores the chips may use in all. With at least `PROJECT_MIN_CHIPS` chips, a
+        random sample of chips is packed first; when the cores they need, projected
+        to all chips, clearly exceed ``max_cores`` (by three standard errors), the
+        rest is not packed: the projected number of chips goes to
+        ``ctx.notes["min_chips"]`` and the result is None.
+
+    Returns
+    -------
+    Packed or None
+        Chips may still be over-full.
     """
+    order = np.argsort(block_chip, kind="stable")
+    bounds = np.searchsorted(block_chip[order], np.arange(n_chips + 1))
+    members = [order[bounds[c]:bounds[c + 1]] for c in range(n_chips)]
+    ctx.keys.prefetch(order)
+    packed = {}
+    if max_cores is not None and n_chips >= PROJECT_MIN_CHIPS:
+        rng = np.random.default_rng(ctx.seed)
+        sample = rng.permutation(n_chips)[:max(PROJECT_SAMPLE, n_chips // 8)]
+        for chip in sample.tolist():
+            packed[chip] = _pack_chip(ctx, members[chip])
+        counts = np.array([len(packed[c]) for c in sample.tolist()], dtype=np.float64)
+        projected, error = _projected_cores(ctx, block_chip, n_chips, sample, counts)
+        ctx.notes["projected_cores"] = (projected, error)
+        if projected - 3 * error > max_cores:
+            ctx.notes["min_chips"] = int(np.ceil(projected / ctx.cores_per_chip))
+            return None
     cores, core_chip = [], []
-    no_traffic = sp.csr_matrix((ctx.graph.n_blocks, ctx.graph.n_blocks))
     for chip in range(n_chips):
-        blocks = np.flatnonzero(block_chip == chip)
-        if blocks.size == 0:
-            continue
-        chip_cores, _ = pack(ctx.graph, blocks, ctx.limits, ctx.keys, no_traffic)
+        chip_cores = packed.get(chip)
+        if chip_cores is None:
+            chip_cores = _pack_chip(ctx, members[chip])
         cores.extend(chip_cores)
         core_chip.extend([chip] * len(chip_cores))
     return Packed(ctx, cores, core_chip)
+
+
+def _pack_chip(ctx, blocks):
+    if blocks.size == 0:
+        return []
+    return best_fit(ctx.graph, blocks, ctx.limits, ctx.keys)[0]
+
+
+def _projected_cores(ctx, block_chip, n_chips, sample, counts):
+    """Cores all chips need, projected from the ``counts`` of the ``sample`` chips,
+    and the standard error of that projection.
+
+    Ratio estimate on each chip's resource bound (the largest total of any resource
+    over its capacity, plus one core per block that needs its own core), which
+    predicts a chip's cores closely.
+    """
+    g = ctx.graph
+    alone = g.alone
+    res = g.resources.astype(np.float64)
+    res[:, SYNAPSE_BITS] = np.minimum(res[:, SYNAPSE_BITS], g.shared_synapse_bits)
+    res[alone] = 0.0
+    cap = ctx.limits.capacity_vector()
+    bound = np.zeros(n_chips)
+    for r in range(res.shape[1]):
+        bound = np.maximum(bound, np.bincount(block_chip, res[:, r], n_chips) / cap[r])
+    bound += np.bincount(block_chip, alone.astype(np.float64), n_chips)
+    in_sample = bound[sample]
+    ratio = counts.sum() / max(in_sample.sum(), 1e-12)
+    projected = ratio * bound.sum()
+    m = sample.size
+    residual = counts - ratio * in_sample
+    spread = residual.var(ddof=1) if m > 1 else np.inf
+    error = n_chips * np.sqrt(max(0.0, 1.0 - m / n_chips) * spread / m)
+    return float(projected), float(error)
 
 
 def chip_traffic(traffic, block_chip, n_chips):

@@ -23,7 +23,6 @@ import scipy.sparse as sp
 from partitioner.packing import pack
 from partitioner.strategies.common import (
     Packed,
-    chip_traffic,
     interchip_spikes,
     pack_by_chip,
 )
@@ -102,49 +101,92 @@ def repair_overfull(packed, ctx, n_chips):
     On the most over-full chip, the core with the least traffic to the rest of its
     chip is dissolved: its blocks go into existing cores with room, on any chip, most
     traffic first. When that fails, the whole core moves to the chip with a free core
-    it talks to most. Cores holding pinned blocks stay on their chip.
+    it talks to most. Cores holding pinned blocks stay on their chip. Each step costs
+    time in proportion to the over-full chip's traffic and the chips it fills.
     """
     cap = ctx.cores_per_chip
     pinned = set(ctx.pins)
     if len(packed.cores) > n_chips * cap:
         ctx.notes["min_chips"] = -(-len(packed.cores) // cap)
         return False
+    counts = packed.cores_on_chips(n_chips)
+    room = _ChipRoom(packed, n_chips)
     while True:
-        counts = np.bincount(np.asarray(packed.core_chip), minlength=n_chips)
         over = np.flatnonzero(counts > cap)
         if over.size == 0:
             return True
         chip = int(over[np.argmax(counts[over])])
-        movable = [i for i in packed.chip_cores(chip)
-                   if not pinned.intersection(packed.cores[i].blocks)]
+        movable = packed.chip_cores(chip)
+        if pinned:
+            movable = [i for i in movable if not pinned.intersection(packed.cores[i].blocks)]
         if not movable:
             return False
-        core_flow = _core_chip_flow(packed, ctx.traffic, n_chips)
-        flows = {i: core_flow[i] for i in movable}
-        movable.sort(key=lambda i: flows[i][chip] - flows[i].sum() / n_chips)
-        if any(_dissolve(packed, i, flows[i], chip) for i in movable[:8]):
+        flow = _core_chip_flow(packed, ctx.traffic, n_chips, movable)
+        # Least attached to its own chip first (relative to the mean over chips).
+        rank = np.argsort(flow[:, chip] - flow.sum(axis=1) / n_chips, kind="stable")
+        if any(_dissolve(packed, movable[r], flow[r], chip, room) for r in rank[:8].tolist()):
+            counts[chip] -= 1
             continue
-        room = counts < cap
-        if not room.any():
+        has_room = counts < cap
+        if not has_room.any():
             return False
-        i = movable[0]
-        packed.move_core(i, np.argmax(np.where(room, flows[i], -np.inf)))
+        i, flow_i = movable[rank[0]], flow[rank[0]]
+        dest = int(np.argmax(np.where(has_room, flow_i, -np.inf)))
+        packed.move_core(i, dest)
+        room.update([chip, dest])
+        counts[chip] -= 1
+        counts[dest] += 1
 
 
-def _core_chip_flow(packed, traffic, n_chips):
-    """(n_cores, n_chips) dense traffic from each core's blocks to each chip."""
-    n = packed.block_core.size
-    to_chip = chip_traffic(traffic, packed.block_chip(), n_chips)
-    onehot = sp.csr_matrix((np.ones(n), (packed.block_core, np.arange(n))),
-                           shape=(len(packed.cores), n))
-    return (onehot @ to_chip).toarray()
+class _ChipRoom:
+    """For each chip, the most free room any of its cores has, per resource.
+
+    A block can only join a core of a chip where it fits this room, so chips
+    without it are skipped when a core is dissolved.
+    """
+
+    def __init__(self, packed, n_chips):
+        self.packed = packed
+        self.cap = packed.ctx.limits.capacity_vector()
+        self.room = np.full((n_chips, self.cap.size), -1, dtype=np.int64)
+        np.maximum.at(self.room, np.asarray(packed.core_chip, dtype=np.int64),
+                      self.cap - packed.usage())
+
+    def update(self, chips):
+        """Recompute the room of ``chips`` after their cores changed."""
+        usage = self.packed.usage()
+        for chip in set(int(c) for c in chips):
+            cores = self.packed.chip_cores(chip)
+            self.room[chip] = (self.cap - usage[cores]).max(axis=0) if cores else -1
 
 
-def _dissolve(packed, i, flow, chip):
-    """Spread core ``i``'s blocks over existing cores of other chips; all or nothing."""
-    by_chip = packed.cores_by_chip()
-    order = [int(c) for c in np.argsort(-flow, kind="stable") if c != chip]
-    return packed.absorb(i, [j for c in order for j in by_chip[c]])
+def _core_chip_flow(packed, traffic, n_chips, cores):
+    """(len(cores), n_chips) dense traffic from each of ``cores``' blocks to each chip."""
+    blocks = [packed.cores[i].blocks for i in cores]
+    rows = np.fromiter((b for bs in blocks for b in bs), dtype=np.int64)
+    owner = np.repeat(np.arange(len(cores)), [len(bs) for bs in blocks])
+    start, stop = traffic.indptr[rows], traffic.indptr[rows + 1]
+    lengths = stop - start
+    # Every stored entry of the rows, without slicing the matrix row by row.
+    entry = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    chip = packed.block_chip(traffic.indices[entry])
+    flat = np.repeat(owner, lengths) * n_chips + chip
+    flow = np.bincount(flat, weights=traffic.data[entry], minlength=len(cores) * n_chips)
+    return flow.reshape(len(cores), n_chips)
+
+
+def _dissolve(packed, i, flow, chip, room):
+    """Spread core ``i``'s blocks over existing cores of other chips; all or nothing.
+
+    Target chips are taken most traffic first (``room`` is a `_ChipRoom`).
+    """
+    order = np.argsort(-flow, kind="stable")
+    order = order[order != chip]
+    blocks = np.asarray(packed.cores[i].blocks, dtype=np.int64)
+    if not packed.absorb_chips(i, order, room.room):
+        return False
+    room.update(packed.block_chip(blocks).tolist() + [chip])
+    return True
 
 
 def core_first(ctx, k):
@@ -175,8 +217,8 @@ def core_first(ctx, k):
 
 def chip_first(ctx, k):
     """Cut blocks into ``k`` chips, pack each chip, repair over-full chips."""
-    packed = pack_by_chip(ctx, metis_parts(ctx, k), k)
-    return packed if repair_overfull(packed, ctx, k) else None
+    packed = pack_by_chip(ctx, metis_parts(ctx, k), k, max_cores=k * ctx.cores_per_chip)
+    return packed if packed is not None and repair_overfull(packed, ctx, k) else None
 
 
 def metis(ctx, k, tries=None, **_):

@@ -1,0 +1,258 @@
+"""The fast paths used on large graphs give valid plans, as good as the generic ones.
+
+Small synthetic graphs only; no timing assertions.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from partitioner import packing
+from partitioner.engine import partition
+from partitioner.hardware import BoardSpec, CoreLimits, get_board
+from partitioner.metrics import chip_lower_bound
+from partitioner.packing import BlockKeys, best_fit, check_plan, core_violations
+from partitioner.strategies import common, metis, refine
+from partitioner.strategies.common import Context, chip_traffic, interchip_spikes
+from partitioner.synthetic import random_graph
+
+LIMITS = CoreLimits()
+
+
+def _mixed_graph(n, seed):
+    """A graph that exercises every rule: several voltage-limit settings, noise,
+    pop16 receivers, learning blocks and population senders."""
+    return random_graph(
+        n, seed=seed, second_core_key_fraction=0.3, noise_fraction=0.2,
+        pop16_fraction=0.1, learning_fraction=0.03, pop_sender_fraction=0.03,
+    )
+
+
+GRAPHS = [(random_graph, 600, 1), (random_graph, 1500, 2), (_mixed_graph, 800, 3),
+          (_mixed_graph, 2000, 4)]
+
+
+def _context(graph, board="nahuku32", seed=0):
+    board = get_board(board)
+    return Context(
+        graph=graph, board=board, limits=board.limits, keys=BlockKeys(graph),
+        traffic=graph.symmetric_traffic(), sizes=packing.effective_size(graph, board.limits),
+        pins={}, seed=seed,
+    )
+
+
+def _invalid_cores(graph, cores):
+    """Cores whose blocks break a rule, checked from scratch in their order."""
+    return [c.blocks for c in cores if core_violations(graph, c.blocks, LIMITS)]
+
+
+def _windowed_pack(graph, blocks, keys):
+    """The generic packing: screened candidates, the best `WINDOW` checked in full."""
+    no_traffic = sp.csr_matrix((graph.n_blocks, graph.n_blocks))
+    return packing._pack_near(graph, np.asarray(blocks), LIMITS, keys, no_traffic, None)
+
+
+@pytest.mark.parametrize("make, n, seed", GRAPHS)
+def test_best_fit_cores_are_valid_and_no_more_than_generic(make, n, seed):
+    graph = make(n, seed)
+    keys = BlockKeys(graph)
+    blocks = np.arange(graph.n_blocks)
+    fast, unplaced = best_fit(graph, blocks, LIMITS, keys)
+    generic, _ = _windowed_pack(graph, blocks, keys)
+    assert not unplaced
+    assert _invalid_cores(graph, fast) == []
+    assert sorted(b for c in fast for b in c.blocks) == list(range(graph.n_blocks))
+    assert len(fast) <= len(generic)
+
+
+@pytest.mark.parametrize("make, n, seed", GRAPHS[:2])
+def test_best_fit_per_chip_matches_generic_core_counts(make, n, seed):
+    graph = make(n, seed)
+    ctx = _context(graph)
+    parts = metis.metis_parts(ctx, 4)
+    for chip in range(4):
+        blocks = np.flatnonzero(parts == chip)
+        fast, _ = best_fit(graph, blocks, LIMITS, ctx.keys)
+        generic, _ = _windowed_pack(graph, blocks, ctx.keys)
+        assert _invalid_cores(graph, fast) == []
+        assert len(fast) <= len(generic)
+
+
+def test_best_fit_honours_max_cores():
+    graph = random_graph(500, seed=5)
+    cores, unplaced = best_fit(graph, np.arange(500), LIMITS, max_cores=10)
+    assert len(cores) == 10
+    placed = [b for c in cores for b in c.blocks]
+    assert sorted(placed + unplaced) == list(range(500))
+    assert _invalid_cores(graph, cores) == []
+
+
+def test_pack_without_traffic_is_best_fit():
+    graph = random_graph(700, seed=6)
+    no_traffic = sp.csr_matrix((700, 700))
+    a, _ = packing.pack(graph, np.arange(700), LIMITS, traffic=no_traffic)
+    b, _ = best_fit(graph, np.arange(700), LIMITS)
+    assert [c.blocks for c in a] == [c.blocks for c in b]
+
+
+def test_prefetched_facts_equal_single_reads():
+    graph = _mixed_graph(300, 7)
+    bulk = BlockKeys(graph)
+    bulk.prefetch(np.arange(300))
+    for b in range(300):
+        single = BlockKeys(graph)
+        info = single.info(b)
+        assert info == bulk.info(b)
+        assert info[6] == tuple(single.get(first, b) for _, first, _ in packing._TABLES)
+        assert info[7] == tuple(single.get(shared, b) for _, _, shared in packing._TABLES)
+
+
+def _check_indexes(packed):
+    """Every index `Packed` keeps equals its value recomputed from scratch."""
+    chips = np.asarray(packed.core_chip)
+    assert np.array_equal(packed.usage(), np.array([c.used for c in packed.cores]))
+    assert np.array_equal(packed._chips(), chips)
+    for chip in range(packed.n_chips):
+        assert packed.chip_cores(chip) == np.flatnonzero(chips == chip).tolist()
+    for i, core in enumerate(packed.cores):
+        assert (packed.block_core[core.blocks] == i).all()
+    assert (packed.block_core >= 0).all()
+
+
+def test_packed_indexes_stay_right_through_changes():
+    graph = random_graph(900, seed=8)
+    ctx = _context(graph)
+    packed = common.pack_by_chip(ctx, metis.metis_parts(ctx, 3), 3)
+    _check_indexes(packed)
+    rng = np.random.default_rng(0)
+    for step in range(300):
+        op = step % 5
+        if op == 0:
+            b = int(rng.integers(graph.n_blocks))
+            packed.remove_block(b)
+            packed.new_core(b, int(rng.integers(3)))
+        elif op == 1:
+            b = int(rng.integers(graph.n_blocks))
+            target = next((i for i in rng.permutation(len(packed.cores)).tolist()
+                           if b not in packed.cores[i].blocks
+                           and packed.cores[i].fits(b)), None)
+            if target is not None:
+                core = packed.cores[target]
+                packed.remove_block(b)
+                packed.add_block(b, int(packed.block_core[core.blocks[0]]))
+        elif op == 2:
+            packed.move_core(int(rng.integers(len(packed.cores))), int(rng.integers(3)))
+        elif op == 3:
+            i = int(rng.integers(len(packed.cores)))
+            others = [j for j in packed.chip_cores(packed.core_chip[i]) if j != i]
+            packed.absorb(i, others)
+        else:
+            i = int(rng.integers(len(packed.cores)))
+            packed.absorb_chips(i, [c for c in range(3) if c != packed.core_chip[i]])
+        _check_indexes(packed)
+    assert _invalid_cores(graph, packed.cores) == []
+
+
+def test_improving_blocks_equal_dense_reference():
+    graph = random_graph(1200, seed=9)
+    traffic = graph.symmetric_traffic()
+    rng = np.random.default_rng(1)
+    block_chip = rng.integers(0, 5, graph.n_blocks)
+    dense = chip_traffic(traffic, block_chip, 5).toarray()
+    rows = np.arange(graph.n_blocks)
+    own = dense[rows, block_chip].copy()
+    dense[rows, block_chip] = -np.inf
+    gain = dense.max(axis=1) - own
+    cand = np.flatnonzero(gain > 0)
+    expected = cand[np.argsort(-gain[cand], kind="stable")]
+    assert np.array_equal(refine._improving_blocks(traffic, block_chip, 5), expected)
+
+
+def test_core_chip_flow_equals_dense_reference():
+    graph = random_graph(1000, seed=10)
+    ctx = _context(graph)
+    packed = common.pack_by_chip(ctx, metis.metis_parts(ctx, 4), 4)
+    n = graph.n_blocks
+    to_chip = chip_traffic(ctx.traffic, packed.block_chip(), 4)
+    onehot = sp.csr_matrix((np.ones(n), (packed.block_core, np.arange(n))),
+                           shape=(len(packed.cores), n))
+    expected = (onehot @ to_chip).toarray()
+    cores = packed.chip_cores(2)
+    got = metis._core_chip_flow(packed, ctx.traffic, 4, cores)
+    assert np.allclose(got, expected[cores])
+
+
+def test_repair_brings_every_chip_within_its_cores():
+    graph = random_graph(3000, seed=11)
+    ctx = _context(graph, board="pohoiki_beach")
+    k = chip_lower_bound(graph, ctx.board) + 1
+    packed = common.pack_by_chip(ctx, metis.metis_parts(ctx, k), k)
+    # Crowd chip 0 with cores of the other chips.
+    for i in range(len(packed.cores)):
+        if packed.cores_on_chips(k)[0] > ctx.cores_per_chip + 20:
+            break
+        if packed.core_chip[i] != 0:
+            packed.move_core(i, 0)
+    assert metis.repair_overfull(packed, ctx, k)
+    assert packed.cores_on_chips(k).max() <= ctx.cores_per_chip
+    assert _invalid_cores(graph, packed.cores) == []
+    _check_indexes(packed)
+
+
+def test_projection_stops_only_when_the_chips_cannot_fit(monkeypatch):
+    monkeypatch.setattr(common, "PROJECT_MIN_CHIPS", 8)
+    monkeypatch.setattr(common, "PROJECT_SAMPLE", 4)
+    graph = random_graph(6000, seed=12)
+    ctx = _context(graph, board="pohoiki_beach")
+    for k in range(chip_lower_bound(graph, ctx.board), 64):
+        parts = metis.metis_parts(ctx, k)
+        full = common.pack_by_chip(ctx, parts, k)
+        ctx.notes.clear()
+        quick = common.pack_by_chip(ctx, parts, k, max_cores=k * ctx.cores_per_chip)
+        if quick is None:
+            assert len(full.cores) > k * ctx.cores_per_chip
+            assert ctx.notes["min_chips"] > k
+        else:
+            assert [c.blocks for c in quick.cores] == [c.blocks for c in full.cores]
+            assert quick.core_chip == full.core_chip
+            break
+
+
+def test_refine_keeps_rules_and_never_raises_traffic():
+    graph = _mixed_graph(2500, 13)
+    ctx = _context(graph, board="pohoiki_beach")
+    k = chip_lower_bound(graph, ctx.board) + 2
+    packed = metis.chip_first(ctx, k)
+    before = interchip_spikes(graph, packed.block_chip())
+    refine.refine(packed, ctx)
+    assert interchip_spikes(graph, packed.block_chip()) <= before + 1e-9
+    assert packed.cores_on_chips().max() <= ctx.cores_per_chip
+    assert _invalid_cores(graph, packed.cores) == []
+    _check_indexes(packed)
+    removed = refine.consolidate(packed)
+    assert removed >= 0
+    assert _invalid_cores(graph, packed.cores) == []
+    _check_indexes(packed)
+
+
+@pytest.mark.parametrize("n, seed, board", [(3000, 14, "pohoiki_beach"),
+                                            (5000, 15, "pohoiki_springs")])
+def test_partition_plans_of_large_boards_are_valid(n, seed, board):
+    graph = _mixed_graph(n, seed)
+    plan = partition(graph, board=board, seed=seed)
+    check_plan(graph, plan)
+    assert set(plan.info["stage_seconds"]) >= {"strategy", "refine", "consolidate", "place"}
+
+
+def test_partition_with_projection_is_valid_and_no_worse(monkeypatch):
+    # 14 chips are the lower bound of this graph, but its cores need 15.
+    graph = random_graph(8000, seed=18)
+    board = BoardSpec("test_board", 96, (8, 12))
+    generic = partition(graph, board=board)
+    monkeypatch.setattr(common, "PROJECT_MIN_CHIPS", 8)
+    monkeypatch.setattr(common, "PROJECT_SAMPLE", 4)
+    fast = partition(graph, board=board)
+    check_plan(graph, fast, board)
+    assert fast.n_chips <= generic.n_chips
+    assert fast.n_cores <= generic.n_cores * 1.01
+    assert fast.objective_value <= generic.objective_value * 1.01
