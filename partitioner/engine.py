@@ -20,6 +20,7 @@ from partitioner.plan import Plan
 from partitioner.strategies import greedy, metis
 from partitioner.strategies.common import Context, interchip_spikes
 from partitioner.strategies.refine import consolidate, refine
+from partitioner.strategies.steptime import minimize_step_time
 
 __all__ = ["partition", "STRATEGIES", "OBJECTIVES"]
 
@@ -38,7 +39,7 @@ STRATEGIES = {
     "metis-first-fit": greedy.metis_first_fit,
 }
 #: What a plan can minimize.
-OBJECTIVES = ("spikes", "max_link", "chips")
+OBJECTIVES = ("spikes", "max_link", "chips", "time")
 
 
 def register_strategy(name, func):
@@ -66,9 +67,11 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
         available), or the baselines ``"first-fit"`` and ``"metis-first-fit"``.
     seed : int
         Seed for METIS and any randomized step; same seed, same plan.
-    objective : {"spikes", "max_link", "chips"}
+    objective : {"spikes", "max_link", "chips", "time"}
         Minimize inter-chip spikes per step (default), the busiest chip-to-chip link,
-        or only the number of chips.
+        only the number of chips, or the predicted time per step
+        (`partitioner.metrics.evaluate`'s ``time_ns``; uses more cores, and more
+        chips up to ``n_chips``, when that is faster).
     pins : dict, optional
         ``{block_index: chip}``: blocks that must go on a given chip.
     spread : bool
@@ -164,6 +167,11 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
         removed = consolidate(packed)
         packed.compact_chips()
     say(f"consolidation freed {removed} cores ({clock.seconds['consolidate']:.2f} s)")
+    if objective == "time":
+        with clock("step_time"):
+            packed, step_info = minimize_step_time(
+                packed, ctx, STRATEGIES[strategy], options, max_chips, do_refine, say)
+        info = {**info, "step_time": step_info}
 
     with clock("plan"):
         block_chip = packed.block_chip()
@@ -187,6 +195,11 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
         plan.info["cut_bound"] = float(bound)
     if plan.n_chips == 1 and objective == "spikes":
         plan.bound, plan.gap = 0.0, 0.0
+    if objective == "time":
+        from partitioner.metrics import step_time_lower_bound
+
+        plan.bound = step_time_lower_bound(graph, board, max_chips)
+        plan.gap = float(max(0.0, plan.objective_value - plan.bound) / plan.objective_value)
     plan.info.update({k_: v for k_, v in info.items() if k_ not in ("bound", "gap")})
     plan.info["stage_seconds"] = dict(clock.seconds)
     plan.runtime_s = time.perf_counter() - t0
@@ -310,8 +323,9 @@ def _place(plan, graph, board, options):
 def _objective_value(graph, plan, board, objective, block_chip):
     if objective == "chips":
         return float(plan.n_chips)
-    if objective == "max_link":
+    if objective in ("max_link", "time"):
         from partitioner.metrics import evaluate
 
-        return float(evaluate(graph, plan, board).max_link_load)
+        metrics = evaluate(graph, plan, board)
+        return float(metrics.max_link_load if objective == "max_link" else metrics.time_ns)
     return interchip_spikes(graph, block_chip)

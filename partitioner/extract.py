@@ -887,6 +887,96 @@ def _input_labels(inputs, owner, sources):
     return labels
 
 
+# ---------------------------------------------------------- synaptic work
+def _synapse_work(synapse):
+    """Synapses reached and synapse memory words read by one spike on each input
+    axon of ``synapse``: two ``(n_axons,)`` float arrays.
+
+    A spike on axon ``a`` (with any atom) triggers one synaptic operation per weight
+    of ``synapse.axon_weights_indices(a)``, i.e. the row length of its weight array
+    (its weight index is ``axon_to_weight_map[a]``), and reads the 64-bit words
+    that hold that row in the synapse's own format. Dummy axons (negative
+    compartment base, or no weights) cost nothing.
+    """
+    n = synapse.n_axons
+    if n == 0 or not synapse.weights:
+        return np.zeros(n), np.zeros(n)
+    rows = np.array([w.shape[1] if w.ndim == 2 else w.size for w in synapse.weights],
+                    dtype=np.int64)
+    widx = (
+        np.arange(n) if synapse.axon_to_weight_map is None
+        else np.asarray(synapse.axon_to_weight_map, dtype=np.int64)
+    )
+    fan = rows[widx]
+    if synapse.axon_compartment_bases is not None:
+        fan = np.where(np.asarray(synapse.axon_compartment_bases) >= 0, fan, 0)
+    words = _bits_per_axon(formats.original_format(synapse), fan) / 64.0
+    return fan.astype(np.float64), np.asarray(words, dtype=np.float64)
+
+
+def _axon_work(axon, n_sources, spikes_per_step, work):
+    """``(synops, memory words)`` per step that ``axon`` causes in its target.
+
+    With rates, each source compartment's spikes per step times what one spike on
+    its target axon costs. Without (``spikes_per_step`` None: every axon active
+    each step, as `_axon_spikes`), one spike on every target axon the compartments
+    map to.
+    """
+    fan, words = work[id(axon.target)]
+    targets = _axon_targets(axon, n_sources)
+    mapped = targets >= 0
+    hit = targets[mapped]
+    if hit.size and hit.max() >= fan.size:
+        raise ExtractionError(
+            f"{axon} maps compartments to axon {int(hit.max())} of {axon.target}, which "
+            f"has {fan.size} axons. The model is inconsistent; rebuild it from the "
+            f"network."
+        )
+    if spikes_per_step is None:
+        hit = np.unique(hit)
+        return float(fan[hit].sum()), float(words[hit].sum())
+    rate = np.asarray(spikes_per_step, dtype=np.float64)[mapped]
+    return float(rate @ fan[hit]), float(rate @ words[hit])
+
+
+def _work_edges(blocks, inputs, owner, block_spikes, input_spikes):
+    """Synaptic ops and memory words per step on every edge (self-loops kept), for
+    block-to-block and host-input edges: four CSR matrices."""
+    work = {id(s): _synapse_work(s) for b in blocks for s in b.synapses}
+    n = len(blocks)
+    rows, cols, ops, reads = [], [], [], []
+    for i, block in enumerate(blocks):
+        n_comp = block.compartment.n_compartments
+        for axon in block.axons:
+            rows.append(i)
+            cols.append(_target_block(owner, axon, block))
+            o, r = _axon_work(axon, n_comp, block_spikes[i], work)
+            ops.append(o)
+            reads.append(r)
+    in_rows, in_cols, in_ops, in_reads = [], [], [], []
+    for k, inp in enumerate(inputs):
+        for axon in inp.axons:
+            n_sources = getattr(inp, "n_neurons", None)
+            if n_sources is None:
+                n_sources = len(axon.compartment_map)
+            in_rows.append(k)
+            in_cols.append(_target_block(owner, axon, inp))
+            o, r = _axon_work(axon, n_sources, input_spikes[k], work)
+            in_ops.append(o)
+            in_reads.append(r)
+    shape, in_shape = (n, n), (len(inputs), n)
+    return (
+        _coo_csr(rows, cols, ops, shape), _coo_csr(rows, cols, reads, shape),
+        _coo_csr(in_rows, in_cols, in_ops, in_shape),
+        _coo_csr(in_rows, in_cols, in_reads, in_shape),
+    )
+
+
+def _updates(blocks):
+    """Compartment updates per step of each block: every compartment, every step."""
+    return np.array([b.compartment.n_compartments for b in blocks], dtype=np.float64)
+
+
 # ------------------------------------------------------------------ graph
 def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
     synapses = [s for b in blocks for s in b.synapses]
@@ -903,6 +993,8 @@ def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
     axons, spikes = _block_edges(blocks, owner, block_spikes)
     input_axons, input_spike_matrix = _input_edges(inputs, owner, input_spikes, len(blocks))
     sources = block_sources(model)
+    synops, synmem_reads, input_synops, input_synmem_reads = _work_edges(
+        blocks, inputs, owner, block_spikes, input_spikes)
     return TrafficGraph(
         labels=[str(b) for b in blocks],
         sources=sources,
@@ -921,4 +1013,10 @@ def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
         input_spikes=input_spike_matrix,
         dt=float(model.dt),
         rates=mode,
+        synops=synops,
+        synmem_reads=synmem_reads,
+        input_synops=input_synops,
+        input_synmem_reads=input_synmem_reads,
+        updates=_updates(blocks),
+        work="synapses",
     )

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from partitioner.errors import ExtractionError
 from partitioner.hardware import CoreLimits
 
-__all__ = ["TrafficGraph", "CONFIG_KINDS", "RESOURCES"]
+__all__ = ["TrafficGraph", "CONFIG_KINDS", "RESOURCES", "WORK_TERMS"]
 
 #: Additive per-block resources, the columns of `TrafficGraph.resources`.
 RESOURCES = CoreLimits.RESOURCES
@@ -31,6 +31,10 @@ CONFIG_KINDS = (
     "synapse_cfgs_shared",
     "stdp_pre_cfgs",
 )
+
+
+#: Per-block work terms, the columns of `TrafficGraph.block_work`.
+WORK_TERMS = ("synops", "updates", "synmem_reads")
 
 
 def _empty_csr(n_rows, n_cols, dtype=np.float64):
@@ -86,6 +90,24 @@ class TrafficGraph:
     rates : str
         Where ``spikes`` came from: ``"axons"`` (every axon active each step),
         ``"ensemble_rates"``, ``"measured"`` or ``"synthetic"``.
+    synops : scipy.sparse.csr_matrix (n_blocks, n_blocks), optional
+        Synaptic operations per time step that the spikes of source block (row)
+        cause in target block (column): for each source compartment, its spikes per
+        step times the synapses its target axon reaches (the fan-out). The diagonal
+        holds a block's connections onto itself (they cost synaptic work on its core
+        though they carry no traffic). Default: ``spikes`` (one op per spike).
+    synmem_reads : scipy.sparse.csr_matrix (n_blocks, n_blocks), optional
+        64-bit synapse memory words read per time step on the same edges (each spike
+        reads the words that hold its target axon's synapses). Default: ``spikes``.
+    input_synops, input_synmem_reads : scipy.sparse.csr_matrix (n_inputs, n_blocks), optional
+        The same for host inputs. Default: ``input_spikes``.
+    updates : (n_blocks,) float ndarray, optional
+        Compartment updates per time step of each block (every compartment is
+        updated every step). Default: the block's compartments.
+    work : str, optional
+        Where the synaptic work came from: ``"synapses"`` (synapse weights and axon
+        maps, from extraction) or ``"spikes"`` (not known: one op and one memory
+        word per spike, the default when ``synops`` is not given).
     """
 
     labels: list
@@ -105,6 +127,12 @@ class TrafficGraph:
     input_spikes: sp.csr_matrix = None
     dt: float = 0.001
     rates: str = "axons"
+    synops: sp.csr_matrix = None
+    synmem_reads: sp.csr_matrix = None
+    input_synops: sp.csr_matrix = None
+    input_synmem_reads: sp.csr_matrix = None
+    updates: np.ndarray = None
+    work: str = None
 
     def __post_init__(self):
         n = len(self.labels)
@@ -128,7 +156,26 @@ class TrafficGraph:
             if mat is None:
                 mat = _empty_csr(n, 0, dtype=bool)
             self.configs[kind] = sp.csr_matrix(mat, dtype=bool)
+        self._init_work()
         self._check_shapes()
+
+    def _init_work(self):
+        """Synaptic work fields, derived from the spikes where not given."""
+        n, n_in = self.n_blocks, self.n_inputs
+        if self.work is None:
+            self.work = "spikes" if self.synops is None else "synapses"
+        for name, default, shape in (
+            ("synops", self.spikes, (n, n)),
+            ("synmem_reads", self.spikes, (n, n)),
+            ("input_synops", self.input_spikes, (n_in, n)),
+            ("input_synmem_reads", self.input_spikes, (n_in, n)),
+        ):
+            mat = getattr(self, name)
+            mat = default.copy() if mat is None else mat
+            setattr(self, name, sp.csr_matrix(mat, shape=shape, dtype=np.float64))
+        if self.updates is None:
+            self.updates = self.resources[:, RESOURCES.index("compartments")]
+        self.updates = np.asarray(self.updates, dtype=np.float64).ravel()
 
     def _check_shapes(self):
         n = self.n_blocks
@@ -140,6 +187,7 @@ class TrafficGraph:
             "learning": len(self.learning),
             "pop_sender": len(self.pop_sender),
             "pop16_in_limit": len(self.pop16_in_limit),
+            "updates": len(self.updates),
         }
         arrays.update({f"configs[{k}]": m.shape[0] for k, m in self.configs.items()})
         bad = {k: v for k, v in arrays.items() if v != n}
@@ -232,6 +280,38 @@ class TrafficGraph:
         """Sum of block-to-block axons (self-loops excluded)."""
         return float(self.axons.sum())
 
+    # ---------------------------------------------------------- synaptic work
+    def block_work(self):
+        """Work each block's core does for it per time step.
+
+        Returns
+        -------
+        (n_blocks, 3) float ndarray
+            Columns ``WORK_TERMS``: synaptic operations (from other blocks, from
+            itself and from host inputs, i.e. column sums of ``synops`` and
+            ``input_synops``), compartment updates, and synapse memory words read.
+        """
+        synops = np.asarray(self.synops.sum(axis=0)).ravel()
+        synops = synops + np.asarray(self.input_synops.sum(axis=0)).ravel()
+        reads = np.asarray(self.synmem_reads.sum(axis=0)).ravel()
+        reads = reads + np.asarray(self.input_synmem_reads.sum(axis=0)).ravel()
+        return np.column_stack([synops, self.updates, reads])
+
+    def fanout(self):
+        """Mean synapses reached per spike on every block-to-block edge.
+
+        Returns
+        -------
+        scipy.sparse.csr_matrix (n_blocks, n_blocks)
+            ``synops / spikes`` where an edge carries spikes (self-loops and edges
+            without spikes are left out).
+        """
+        spikes = self.spikes.tocoo()
+        keep = spikes.data > 0
+        rows, cols = spikes.row[keep], spikes.col[keep]
+        ops = np.asarray(self.synops[rows, cols]).ravel()
+        return sp.csr_matrix((ops / spikes.data[keep], (rows, cols)), shape=self.spikes.shape)
+
     # ----------------------------------------------------------- identity
     def fingerprint(self):
         """A stable hash of the blocks and edges, used to tie plans to a model."""
@@ -249,8 +329,10 @@ class TrafficGraph:
         """A `networkx.DiGraph`: block nodes ``0..n-1`` and host input nodes.
 
         Block nodes carry ``kind="block"``, ``label``, ``source`` and each resource;
-        input nodes are ``("input", k)`` with ``kind="input"``. Edges carry ``axons``
-        and ``spikes`` (per step).
+        input nodes are ``("input", k)`` with ``kind="input"``. Edges carry ``axons``,
+        ``spikes``, ``synops`` and ``synmem_reads`` (per step). Block nodes also carry
+        ``updates``, ``synops_in`` (all synaptic ops of the block per step) and
+        ``self_synops`` (those from its connections onto itself, which have no edge).
         """
         import networkx as nx
 
@@ -262,11 +344,19 @@ class TrafficGraph:
                 learning=bool(self.learning[i]), pop_sender=bool(self.pop_sender[i]),
                 **attrs,
             )
+        work = self.block_work()
+        for i in range(self.n_blocks):
+            g.nodes[i].update(updates=float(self.updates[i]),
+                              self_synops=float(self.synops[i, i]),
+                              synops_in=float(work[i, 0]))
         src, dst, spikes = self.edge_arrays("spikes")
         axons = np.asarray(self.axons[src, dst]).ravel()
+        synops = np.asarray(self.synops[src, dst]).ravel()
+        reads = np.asarray(self.synmem_reads[src, dst]).ravel()
         g.add_edges_from(
-            (int(s), int(d), {"spikes": float(w), "axons": float(a)})
-            for s, d, w, a in zip(src, dst, spikes, axons)
+            (int(s), int(d), {"spikes": float(w), "axons": float(a),
+                              "synops": float(o), "synmem_reads": float(r)})
+            for s, d, w, a, o, r in zip(src, dst, spikes, axons, synops, reads)
         )
         for k, label in enumerate(self.input_labels):
             g.add_node(("input", k), kind="input", label=label)
@@ -274,7 +364,9 @@ class TrafficGraph:
         in_spikes = self.input_spikes.tocsr()
         for k, j, a in zip(coo.row, coo.col, coo.data):
             g.add_edge(("input", int(k)), int(j), axons=float(a),
-                       spikes=float(in_spikes[k, j]))
+                       spikes=float(in_spikes[k, j]),
+                       synops=float(self.input_synops[k, j]),
+                       synmem_reads=float(self.input_synmem_reads[k, j]))
         return g
 
     def to_dict(self):
@@ -311,6 +403,12 @@ class TrafficGraph:
             "input_spikes": csr(self.input_spikes),
             "dt": self.dt,
             "rates": self.rates,
+            "synops": csr(self.synops),
+            "synmem_reads": csr(self.synmem_reads),
+            "input_synops": csr(self.input_synops),
+            "input_synmem_reads": csr(self.input_synmem_reads),
+            "updates": self.updates.tolist(),
+            "work": self.work,
         }
 
     @classmethod
@@ -347,6 +445,12 @@ class TrafficGraph:
             input_spikes=csr(data["input_spikes"]),
             dt=data["dt"],
             rates=data["rates"],
+            # Files written before these fields existed derive them from the spikes.
+            **{name: csr(data[name]) for name in
+               ("synops", "synmem_reads", "input_synops", "input_synmem_reads")
+               if name in data},
+            updates=data.get("updates"),
+            work=data.get("work"),
         )
 
     def to_json(self, path):

@@ -134,8 +134,8 @@ class EnergyModel:
         Time-step barrier synchronization within a chip; the paper gives 113-465 ns,
         the default is the upper end.
     core_update_ns : float
-        Time for a core to update one compartment. Not in Table 1; default 1 ns is an
-        assumption that only shifts step times by a constant.
+        Time for a core to update one compartment. **Assumption** (1 ns): not taken
+        from a publication; vary it in what-if studies.
     interchip_spike_pj : float
         Energy of one spike crossing one chip-to-chip link. **Not published**: default
         is an assumption (10x an on-chip hop); vary it in what-if studies.
@@ -144,7 +144,19 @@ class EnergyModel:
     interchip_link_spikes_per_us : float
         Spike messages one chip-to-chip link carries per microsecond. **Not
         published**; default assumption used to turn link load into step time.
+    synop_ns : float
+        Time a core spends on one synaptic operation (3.5 ns, Table 1's time per
+        synaptic spike operation, the maximum).
+    synmem_word_ns : float
+        Time for a core to read one 64-bit word of synapse memory. **Assumption**
+        (1 ns); Loihi 1's per-synop time above already includes its memory reads, so
+        this term only binds where a core reads more words than it performs
+        synaptic operations. Vary it in what-if studies.
     """
+
+    #: Time constants that are assumptions rather than published numbers.
+    UNPUBLISHED_TIME = ("core_update_ns", "synmem_word_ns", "interchip_link_spikes_per_us",
+                        "interchip_hop_ns")
 
     synop_pj: float = 23.6
     spike_in_tile_pj: float = 1.7
@@ -157,6 +169,8 @@ class EnergyModel:
     interchip_spike_pj: float = 40.0
     interchip_hop_ns: float = 100.0
     interchip_link_spikes_per_us: float = 100.0
+    synop_ns: float = 3.5
+    synmem_word_ns: float = 1.0
 
     def replace(self, **changes):
         """A copy with some constants changed."""

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from partitioner.errors import PlanError
-from partitioner.graph import RESOURCES
+from partitioner.graph import RESOURCES, WORK_TERMS
 from partitioner.hardware import BOARDS, CoreLimits, get_board
 from partitioner.plan import Plan
 
@@ -50,6 +50,13 @@ __all__ = [
     "DIRECTIONS",
     "UTILIZATION_NAMES",
     "LEVELS",
+    "TIME_TERMS",
+    "REGIMES",
+    "term_costs",
+    "core_work",
+    "core_times",
+    "step_time",
+    "step_time_lower_bound",
 ]
 
 #: Mesh link directions; a link id is ``position * 4 + DIRECTIONS.index(direction)``.
@@ -60,6 +67,14 @@ CONFIG_TABLES = CoreLimits.CONFIG_TABLES
 UTILIZATION_NAMES = tuple(RESOURCES) + tuple(CONFIG_TABLES)
 #: Traffic levels, in the order `traffic_levels` numbers them.
 LEVELS = ("samecore", "intrachip", "interchip")
+#: Terms of the max-affine step time: per core, synaptic operations, compartment
+#: updates and synapse memory words read; per chip-to-chip link, spikes carried.
+TIME_TERMS = WORK_TERMS + ("link_spikes",)
+#: The regime a plan is in when each term is its bottleneck (after Yik et al. 2025).
+REGIMES = {"synops": "compute", "updates": "compute", "synmem_reads": "memory",
+           "link_spikes": "traffic"}
+_TERM_TEXT = {"synops": "synaptic ops", "updates": "compartment updates",
+              "synmem_reads": "synapse memory words read", "link_spikes": "spikes"}
 
 # Flow-hops expanded at once by `link_loads`; bounds its temporary memory.
 _ROUTE_CHUNK = 4_000_000
@@ -133,6 +148,29 @@ class PlanMetrics:
         The terms of ``time_ns``.
     assumptions : list of str
         Cost-model constants that are assumptions rather than published numbers.
+    core_work : (n_cores, 3) float ndarray
+        Work of each core per step, columns `WORK_TERMS` (synaptic ops, compartment
+        updates, synapse memory words read).
+    core_time_ns : (n_cores,) float ndarray
+        Time each core needs per step: its largest work term times that term's cost.
+    peak_work : dict of str -> float
+        For each of `TIME_TERMS`, the largest count of any core (or, for
+        ``link_spikes``, of any chip-to-chip link) per step.
+    time_terms : dict of str -> float
+        ``peak_work`` times each term's cost (ns): the pieces of the max-affine step
+        time, whose largest is ``time_breakdown["work"]``.
+    bottleneck : dict
+        What sets the step time: ``kind`` (``"core"``, ``"link"`` or ``"none"``),
+        ``term`` (one of `TIME_TERMS`), ``index`` (core index or link id), ``chip``
+        (the core's chip, or the link's source chip position), ``value`` (count per
+        step), ``ns``, ``blocks`` (blocks on the core), ``regime`` and ``text``.
+    regime : str
+        ``"compute"`` (a core's synaptic ops or updates), ``"memory"`` (a core's
+        synapse memory reads), ``"traffic"`` (a chip-to-chip link) or ``"sync"``
+        (no work at all).
+    block_bound_ns : float
+        Step time no plan can beat: barrier synchronization plus the largest work
+        term of the heaviest single block (only smaller blocks go below it).
     """
 
     board: str
@@ -171,6 +209,13 @@ class PlanMetrics:
     time_ns: float
     time_breakdown: dict
     assumptions: list = field(default_factory=list)
+    core_work: np.ndarray = None
+    core_time_ns: np.ndarray = None
+    peak_work: dict = field(default_factory=dict)
+    time_terms: dict = field(default_factory=dict)
+    bottleneck: dict = field(default_factory=dict)
+    regime: str = ""
+    block_bound_ns: float = 0.0
 
     def links(self):
         """Mesh links that carry traffic, heaviest first.
@@ -253,10 +298,19 @@ class PlanMetrics:
             time_ns=float(self.time_ns),
             time_breakdown=dict(self.time_breakdown),
             assumptions=list(self.assumptions),
+            peak_work=dict(self.peak_work),
+            time_terms=dict(self.time_terms),
+            bottleneck=dict(self.bottleneck),
+            regime=self.regime,
+            block_bound_ns=float(self.block_bound_ns),
         )
         if per_core:
             out["utilization_names"] = list(UTILIZATION_NAMES)
             out["core_utilization"] = self.core_utilization.tolist()
+            if self.core_work is not None:
+                out["work_names"] = list(WORK_TERMS)
+                out["core_work"] = self.core_work.tolist()
+                out["core_time_ns"] = self.core_time_ns.tolist()
         return out
 
 
@@ -593,24 +647,187 @@ def _energy(levels, synops, spike_hops, board):
     return float(sum(parts.values())), parts
 
 
-def _time(max_core_compartments, max_link, max_hops, board):
-    e = board.energy
-    parts = {
-        "core_update": max_core_compartments * e.core_update_ns,
-        "barrier_sync": e.barrier_sync_ns,
-        "link_transfer": max_link * 1000.0 / e.interchip_link_spikes_per_us,
-        "interchip_latency": max_hops * e.interchip_hop_ns,
+def term_costs(energy):
+    """Nanoseconds per unit of each of `TIME_TERMS`.
+
+    Parameters
+    ----------
+    energy : EnergyModel
+
+    Returns
+    -------
+    (4,) float ndarray
+        ``synop_ns``, ``core_update_ns``, ``synmem_word_ns`` and the time one
+        chip-to-chip link needs per spike, ``1000 / interchip_link_spikes_per_us``.
+    """
+    return np.array([
+        energy.synop_ns, energy.core_update_ns, energy.synmem_word_ns,
+        1000.0 / energy.interchip_link_spikes_per_us,
+    ], dtype=np.float64)
+
+
+def core_work(graph, plan=None, block_core=None, n_cores=None):
+    """Work each core does per time step (`TrafficGraph.block_work` summed per core).
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    plan : Plan, optional
+        The placement; or give ``block_core`` and ``n_cores``.
+    block_core : (n_blocks,) int array, optional
+    n_cores : int, optional
+
+    Returns
+    -------
+    (n_cores, 3) float ndarray
+        Columns `WORK_TERMS`.
+    """
+    if plan is not None:
+        block_core, n_cores = plan.block_core, plan.n_cores
+    return _column_sums(graph.block_work(), np.asarray(block_core, dtype=np.int64),
+                        int(n_cores))
+
+
+def core_times(work, energy):
+    """Time (ns) each core needs per step: the largest of its work terms times cost.
+
+    Parameters
+    ----------
+    work : (n_cores, 3) array
+        `core_work`.
+    energy : EnergyModel
+
+    Returns
+    -------
+    (n_cores,) float ndarray
+    """
+    work = np.asarray(work, dtype=np.float64)
+    if work.size == 0:
+        return np.zeros(work.shape[0])
+    return (work * term_costs(energy)[:3]).max(axis=1)
+
+
+def step_time(peak_work, max_hops, energy):
+    """The max-affine time per step from the peak of each term.
+
+    ``T = barrier_sync_ns + max_hops * interchip_hop_ns + max(S * synop_ns,
+    U * core_update_ns, M * synmem_word_ns, L * 1000 / interchip_link_spikes_per_us)``
+    where ``S``, ``U`` and ``M`` are the most synaptic ops, compartment updates and
+    synapse memory words of any core, and ``L`` the most spikes of any chip-to-chip
+    link, per step.
+
+    Parameters
+    ----------
+    peak_work : dict of str -> float
+        Peak count of each of `TIME_TERMS` (missing terms count 0).
+    max_hops : int
+        Most chip-to-chip hops between two chips that exchange spikes.
+    energy : EnergyModel
+
+    Returns
+    -------
+    time_ns : float
+    breakdown : dict of str -> float
+        ``barrier_sync``, ``interchip_latency`` and ``work`` (the largest term), which
+        sum to ``time_ns``.
+    terms : dict of str -> float
+        Each term in ns.
+    binding : str or None
+        The largest term (first of `TIME_TERMS` on ties), None when all are 0.
+    """
+    costs = term_costs(energy)
+    terms = {t: float(peak_work.get(t, 0.0)) * float(c) for t, c in zip(TIME_TERMS, costs)}
+    binding = max(TIME_TERMS, key=lambda t: (terms[t], -TIME_TERMS.index(t)))
+    if terms[binding] <= 0:
+        binding = None
+    breakdown = {
+        "barrier_sync": float(energy.barrier_sync_ns),
+        "interchip_latency": float(max_hops) * energy.interchip_hop_ns,
+        "work": terms[binding] if binding else 0.0,
     }
-    return float(sum(parts.values())), parts
+    return float(sum(breakdown.values())), breakdown, terms, binding
+
+
+def step_time_lower_bound(graph, board, n_chips=None):
+    """A lower bound on the step time of any valid plan on at most ``n_chips`` chips.
+
+    Barrier synchronization plus, for each core term, the larger of the heaviest
+    single block's work and the total work spread evenly over every core of the
+    chips (link terms and inter-chip latency are bounded by 0).
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    board : BoardSpec or str
+    n_chips : int, optional
+        Chips allowed (default: the board's).
+
+    Returns
+    -------
+    float
+        Nanoseconds.
+    """
+    board = get_board(board)
+    n_chips = board.n_chips if n_chips is None else int(n_chips)
+    work = graph.block_work()
+    if work.shape[0] == 0:
+        return float(board.energy.barrier_sync_ns)
+    cores = max(1, n_chips * board.cores_per_chip)
+    peak = np.maximum(work.max(axis=0), work.sum(axis=0) / cores)
+    return float(board.energy.barrier_sync_ns + (peak * term_costs(board.energy)[:3]).max())
+
+
+def _bottleneck(binding, terms, work, plan, loads, board):
+    """Description of what sets the step time (see `PlanMetrics.bottleneck`)."""
+    if binding is None:
+        return {"kind": "none", "term": None, "index": None, "chip": None, "value": 0.0,
+                "ns": 0.0, "blocks": [], "regime": "sync",
+                "text": "no work: barrier synchronization only"}
+    ns = terms[binding]
+    if binding == "link_spikes":
+        k = int(np.argmax(loads))
+        ends = link_endpoints(board.mesh_shape)
+        cols = board.mesh_shape[1]
+        src, dst = (divmod(int(p), cols) for p in ends[k])
+        value = float(loads[k])
+        return {
+            "kind": "link", "term": binding, "index": k, "chip": int(ends[k, 0]),
+            "value": value, "ns": ns, "blocks": [], "regime": REGIMES[binding],
+            "text": (f"chip-to-chip link {src}->{dst} ({DIRECTIONS[k % 4]}): "
+                     f"{value:,.1f} spikes/step x {ns / max(value, 1e-300):.3g} ns = "
+                     f"{ns / 1000:.3g} us"),
+        }
+    j = WORK_TERMS.index(binding)
+    c = int(np.argmax(work[:, j]))
+    value = float(work[c, j])
+    blocks = plan.core_blocks(c).tolist()
+    alone = (" (one block alone on its core: only a smaller block shape lowers it)"
+             if len(blocks) == 1 else f" ({len(blocks)} blocks)")
+    return {
+        "kind": "core", "term": binding, "index": c, "chip": int(plan.core_chip[c]),
+        "value": value, "ns": ns, "blocks": blocks, "regime": REGIMES[binding],
+        "text": (f"core {c} on chip {int(plan.core_chip[c])}{alone}: {value:,.0f} "
+                 f"{_TERM_TEXT[binding]}/step x {ns / max(value, 1e-300):.3g} ns = "
+                 f"{ns / 1000:.3g} us"),
+    }
 
 
 _ASSUMPTIONS = [
     "interchip_spike_pj, interchip_hop_ns and interchip_link_spikes_per_us are not "
     "published; they are EnergyModel defaults (vary them in what-if studies)",
-    "core_update_ns (time per compartment update) is an assumption",
+    "core_update_ns (time per compartment update) and synmem_word_ns (time per synapse "
+    "memory word read) are assumptions",
     "the chip mesh shape of the board is not published; it is a BoardSpec default",
     "on-chip routes are charged the mean hop count of two random cores of the chip",
 ]
+
+
+_SYNOPS_ESTIMATE = {
+    "synapses": "spikes x fan-out (synapses each spike reaches, from the synapse "
+                "weights and axon maps)",
+    "spikes": "spikes delivered (one synaptic op per spike: this graph holds no "
+              "fan-out; extract it from a nengo-loihi model for real counts)",
+}
 
 
 # ------------------------------------------------------------------ evaluate
@@ -636,10 +853,10 @@ def evaluate(graph, plan, board=None):
     Cost model, per time step, with the constants of ``board.energy``
     (`partitioner.hardware.EnergyModel`) and the traffic of the graph:
 
-    * synaptic operations: the graph holds no per-edge fan-out, so every spike
-      delivered to a block (block-to-block and host-input spikes, ``S_in``) counts as
-      one synaptic op: ``synops = S_same + S_intra + S_inter + S_in``. This is a lower
-      estimate; each delivered spike really triggers one op per synapse of its axon.
+    * synaptic operations: every spike delivered to a block triggers one op per
+      synapse its target axon reaches, ``synops = sum(graph.synops) +
+      sum(graph.input_synops)`` (spikes x fan-out, from extraction; a graph without
+      fan-out, ``graph.work == "spikes"``, counts one op per spike);
     * on-chip route energy ``E_route = spike_in_tile_pj + h_ew * hop_ew_pj
       + h_ns * hop_ns_pj``, with ``h_ew, h_ns`` = `mean_onchip_hops` of the chip's
       core mesh;
@@ -647,10 +864,18 @@ def evaluate(graph, plan, board=None):
       + (S_intra + S_inter) * E_route + spike_hops * interchip_spike_pj``, where
       ``spike_hops`` = ``hop_weighted_cost`` (an inter-chip spike is charged one
       on-chip route plus each chip-to-chip link it crosses);
-    * time ``T = max_core_compartments * core_update_ns + barrier_sync_ns
-      + max_link_load * 1000 / interchip_link_spikes_per_us
-      + max_hops * interchip_hop_ns`` (cores update in parallel; the busiest link
-      serializes its spikes; the farthest chip pair adds its latency).
+    * time, a max-affine model (`step_time`): all cores advance in lockstep, so a
+      step lasts as long as the busiest core or the busiest chip-to-chip link needs,
+      plus synchronization::
+
+          T = barrier_sync_ns + max_hops * interchip_hop_ns
+              + max(max_c S_c * synop_ns, max_c U_c * core_update_ns,
+                    max_c M_c * synmem_word_ns,
+                    max_link_load * 1000 / interchip_link_spikes_per_us)
+
+      with ``S_c``, ``U_c``, ``M_c`` the synaptic ops, compartment updates and
+      synapse memory words read by core ``c`` per step (`core_work`). The largest
+      term is the bottleneck (``PlanMetrics.bottleneck``, ``regime``).
 
     ``S_*`` are the spike totals per level. Several constants are assumptions, listed
     in ``PlanMetrics.assumptions``.
@@ -677,14 +902,20 @@ def evaluate(graph, plan, board=None):
     util = core_utilization(graph, plan, limits)
     core_load = util.max(axis=1) if util.size else np.zeros(0)
     compartments = graph.compartments.astype(np.float64)
-    core_comp = np.bincount(plan.block_core, weights=compartments, minlength=plan.n_cores)
     chip_comp = np.bincount(plan.block_chip, weights=compartments, minlength=plan.n_chips)
 
-    synops = sum(spikes.values()) + float(host_spikes.sum())
+    block_work = graph.block_work()
+    work = _column_sums(block_work, plan.block_core, plan.n_cores)
+    synops = float(block_work[:, 0].sum())
     energy, energy_parts = _energy(spikes, synops, hop_cost, board)
-    time, time_parts = _time(
-        float(core_comp.max()) if core_comp.size else 0.0, max_link, max_hops, board
-    )
+    peak = work.max(axis=0) if work.size else np.zeros(len(WORK_TERMS))
+    peak_work = dict(zip(WORK_TERMS, peak.tolist()))
+    peak_work["link_spikes"] = max_link
+    time, time_parts, terms, binding = step_time(peak_work, max_hops, board.energy)
+    bottleneck = _bottleneck(binding, terms, work, plan, loads, board)
+    block_peak = block_work.max(axis=0) if block_work.size else np.zeros(len(WORK_TERMS))
+    block_bound = board.energy.barrier_sync_ns + float(
+        (block_peak * term_costs(board.energy)[:3]).max())
 
     def stat(fn, arr):
         return float(fn(arr)) if arr.size else 0.0
@@ -724,12 +955,19 @@ def evaluate(graph, plan, board=None):
         chip_compartments=chip_comp,
         chip_compartment_fraction=chip_comp / (board.cores_per_chip * limits.compartments),
         synops=synops,
-        synops_estimate="spikes delivered (one synaptic op per spike; no fan-out in graph)",
+        synops_estimate=_SYNOPS_ESTIMATE.get(graph.work, graph.work),
         energy_pj=energy,
         energy_breakdown=energy_parts,
         time_ns=time,
         time_breakdown=time_parts,
         assumptions=list(_ASSUMPTIONS),
+        core_work=work,
+        core_time_ns=core_times(work, board.energy),
+        peak_work=peak_work,
+        time_terms=terms,
+        bottleneck=bottleneck,
+        regime=bottleneck["regime"],
+        block_bound_ns=block_bound,
     )
 
 

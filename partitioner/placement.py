@@ -74,10 +74,11 @@ def place_chips(graph, plan, board=None, seed=0, method="auto", time_limit=5.0,
         ``time_limit`` seconds.
     time_limit : float
         Seconds for the exact solver, and for the heuristic's searches.
-    objective : {"spikes", "max_link", "chips"}, optional
+    objective : {"spikes", "max_link", "chips", "time"}, optional
         What to minimize first (default: ``plan.objective``). ``"spikes"``: hop-weighted
-        cost, then max link load; ``"max_link"``: max link load, then hop-weighted
-        cost; ``"chips"``: nothing (identity placement).
+        cost, then max link load; ``"max_link"`` and ``"time"`` (the busiest link is
+        the step time's traffic term): max link load, then hop-weighted cost;
+        ``"chips"``: nothing (identity placement).
 
     Returns
     -------
@@ -94,6 +95,8 @@ def place_chips(graph, plan, board=None, seed=0, method="auto", time_limit=5.0,
     board = get_board(plan.board if board is None else board)
     n = plan.n_chips
     objective = plan.objective if objective is None else objective
+    if objective == "time":
+        objective = "max_link"
     _check_args(n, board, method, objective)
     identity = np.arange(n, dtype=np.int64)
     if n <= 1 or method == "identity" or objective == "chips":

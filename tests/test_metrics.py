@@ -338,9 +338,22 @@ def test_energy_and_time_formulas():
     assert m.energy_pj == pytest.approx(energy)
     assert sum(m.energy_breakdown.values()) == pytest.approx(m.energy_pj)
 
-    time_ns = 200 * e.core_update_ns + e.barrier_sync_ns
-    time_ns += 8 * 1000 / e.interchip_link_spikes_per_us + e.interchip_hop_ns
+    # Max-affine step time. Core work (synops, updates, memory words) without
+    # fan-out: one op and one word per delivered spike: core 0 {0, 1} gets 8 + 1,
+    # core 1 {2} 2, core 2 {3} 4; updates 200, 100, 100. Link 0 -> 1 carries 8.
+    assert m.core_work.tolist() == [[9, 200, 9], [2, 100, 2], [4, 100, 4]]
+    terms = {
+        "synops": 9 * e.synop_ns, "updates": 200 * e.core_update_ns,
+        "synmem_reads": 9 * e.synmem_word_ns,
+        "link_spikes": 8 * 1000 / e.interchip_link_spikes_per_us,
+    }
+    assert m.time_terms == pytest.approx(terms)
+    time_ns = e.barrier_sync_ns + e.interchip_hop_ns + max(terms.values())
     assert m.time_ns == pytest.approx(time_ns)
+    assert sum(m.time_breakdown.values()) == pytest.approx(m.time_ns)
+    assert m.bottleneck["kind"] == "core" and m.bottleneck["term"] == "updates"
+    assert m.bottleneck["index"] == 0 and m.bottleneck["blocks"] == [0, 1]
+    assert m.regime == "compute"
     assert m.synops == 15
 
 
@@ -349,7 +362,7 @@ def test_one_chip_has_no_link_terms():
     plan = Plan.from_assignment([0, 1, 2], [0, 0, 0], board="kapoho_bay")
     m = evaluate(graph, plan)
     assert m.interchip_spikes == 0 and m.max_link_load == 0 and m.max_hops == 0
-    assert m.time_breakdown["link_transfer"] == 0
+    assert m.time_terms["link_spikes"] == 0
     assert m.time_breakdown["interchip_latency"] == 0
     assert m.energy_breakdown["interchip_links"] == 0
 
