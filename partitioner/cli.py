@@ -106,6 +106,7 @@ COMPARE_COLUMNS = (
     Column("hop_weighted_cost", "hop cost", ".1f", "min"),
     Column("time_us", "time/step us", ".4g", "min"),
     Column("energy_uj", "energy/step uJ", ".4g", "min"),
+    Column("bottleneck", "bottleneck"),
     Column("runtime_s", "runtime s", ".2f", "min"),
     Column("bound", "bound", ".4g"),
     Column("gap", "gap", ".3f"),
@@ -436,22 +437,25 @@ def _run_nengo_loihi(name, model, graph, board, n_chips, allocator_rates):
     return StrategyResult(name, plan=plan, runtime_s=runtime, note=note)
 
 
-def _run_ours(name, graph, board, n_chips, seed, time_limit, say):
+def _run_ours(name, graph, board, n_chips, seed, time_limit, say, objective="spikes"):
     from partitioner import partition
 
     options = {"time_limit": time_limit} if name == "ilp" and time_limit else {}
     t0 = time.perf_counter()
     try:
         plan = partition(graph, n_chips=n_chips, board=board, strategy=name, seed=seed,
-                         progress=not say.quiet, **options)
+                         objective=objective, progress=not say.quiet, **options)
     except InfeasibleError as e:
         return StrategyResult(name, reason=_one_line(e), runtime_s=time.perf_counter() - t0)
     return StrategyResult(name, plan=plan, runtime_s=time.perf_counter() - t0)
 
 
 def run_strategy(name, model, graph, board, n_chips, seed=0, time_limit=None,
-                 allocator_rates=None, say=None):
+                 allocator_rates=None, say=None, objective="spikes"):
     """Run one strategy (nengo-loihi's or ours) and measure its plan.
+
+    ``objective`` applies to this package's strategies; a result for an objective
+    other than ``"spikes"`` is named ``strategy/objective`` (e.g. ``metis/time``).
 
     Returns
     -------
@@ -464,15 +468,17 @@ def run_strategy(name, model, graph, board, n_chips, seed=0, time_limit=None,
     if name in NENGO_LOIHI_STRATEGIES:
         result = _run_nengo_loihi(name, model, graph, board, n_chips, allocator_rates)
     else:
-        result = _run_ours(name, graph, board, n_chips, seed, time_limit, say)
+        result = _run_ours(name, graph, board, n_chips, seed, time_limit, say, objective)
+        if objective != "spikes":
+            result.name = f"{name}/{objective}"
     if result.feasible:
         result.metrics = evaluate(graph, result.plan, board)
         if name in NENGO_LOIHI_STRATEGIES:
             result.plan.objective = "spikes"
             result.plan.objective_value = float(result.metrics.interchip_spikes)
-        say(f"{name}: {result.plan.n_cores} cores on {result.plan.n_chips} chip(s), "
-            f"{result.metrics.interchip_spikes:.1f} inter-chip spikes/step "
-            f"({result.runtime_s:.2f} s)")
+        say(f"{result.name}: {result.plan.n_cores} cores on {result.plan.n_chips} "
+            f"chip(s), {result.metrics.interchip_spikes:.1f} inter-chip spikes/step, "
+            f"{result.metrics.time_ns / 1000:.4g} us/step ({result.runtime_s:.2f} s)")
     else:
         say(f"{name}: infeasible: {result.reason}")
     return result
@@ -494,6 +500,7 @@ def strategy_record(result):
         return record
     record.update(plan_numbers(result.plan, result.metrics))
     record["cores_per_chip"] = result.plan.cores_per_chip().tolist()
+    record["bottleneck_detail"] = dict(result.metrics.bottleneck)
     return record
 
 
@@ -513,7 +520,10 @@ def _assumption_note(board):
         f"Time and energy are estimates (partitioner.metrics.evaluate). Not published, "
         f"assumed: inter-chip spike energy {e.interchip_spike_pj:g} pJ per link, "
         f"{e.interchip_hop_ns:g} ns per inter-chip hop, "
-        f"{e.interchip_link_spikes_per_us:g} spikes/us per link."
+        f"{e.interchip_link_spikes_per_us:g} spikes/us per link, "
+        f"{e.core_update_ns:g} ns per compartment update, "
+        f"{e.synmem_word_ns:g} ns per synapse memory word. Step time = barrier + "
+        f"inter-chip latency + the slowest core or link (max-affine model)."
     )
 
 
@@ -521,6 +531,7 @@ def _cmd_compare(args, say):
     board = _check_board(args.board)
     n_chips = _check_chips(board, args.chips)
     names = _parse_strategies(args.strategies)
+    objectives = _parse_objectives(args.objective)
     scenario, model, graph, allocator_rates = prepare(args.scenario, args.rates,
                                                       args.duration, say)
     from partitioner.metrics import lower_bounds
@@ -528,8 +539,10 @@ def _cmd_compare(args, say):
     bounds = lower_bounds(graph, board)
     results = [
         run_strategy(name, model, graph, board, n_chips, seed=args.seed,
-                     time_limit=args.time_limit, allocator_rates=allocator_rates, say=say)
+                     time_limit=args.time_limit, allocator_rates=allocator_rates, say=say,
+                     objective=objective)
         for name in names
+        for objective in (("spikes",) if name in NENGO_LOIHI_STRATEGIES else objectives)
     ]
     records = [strategy_record(r) for r in results]
     print(f"Scenario {scenario.name}: {graph.n_blocks} blocks, "
@@ -545,7 +558,9 @@ def _cmd_compare(args, say):
         if r["note"]:
             print(f"note: {r['note']}")
     print("* best value in its column; ic = inter-chip; hop cost = spike-hops/step; "
-          "gap = (objective - bound) / objective")
+          "gap = (objective - bound) / objective; bottleneck = the core (term, blocks "
+          "on it) or chip-to-chip link that sets the time per step")
+    _print_step_times(records)
     print(_assumption_note(board))
     if args.json:
         _write_json(args.json, {
@@ -576,6 +591,48 @@ def _cmd_compare(args, say):
             f"Allow more --chips or use a larger --board."
         )
     return 0
+
+
+def _parse_objectives(text):
+    """``"spikes,time"`` -> ["spikes", "time"], checked against the engine's."""
+    from partitioner.engine import OBJECTIVES
+
+    names = [o.strip() for o in str(text).split(",") if o.strip()]
+    unknown = [o for o in names if o not in OBJECTIVES]
+    if not names or unknown:
+        raise PartitionerError(
+            f"--objective {text!r} is not understood. Choose from "
+            f"{', '.join(OBJECTIVES)} (comma-separated for compare)."
+        )
+    return list(dict.fromkeys(names))
+
+
+def _single_objective(text):
+    names = _parse_objectives(text)
+    if len(names) != 1:
+        raise PartitionerError(f"--objective takes one objective here, not {text!r}.")
+    return names[0]
+
+
+def _print_step_times(records):
+    """One line per plan: predicted step time, what sets it, and its chips and cores."""
+    feasible = [r for r in records if r["feasible"]]
+    if not feasible:
+        return
+    print("Predicted time per step and its bottleneck:")
+    for r in feasible:
+        detail = r.get("bottleneck_detail") or {}
+        print(f"  {r['strategy']}: {r['time_us']:.4g} us ({r['regime']}-bound; "
+              f"{_plural(r['chips'], 'chip')}, {r['cores']} cores): "
+              f"{detail.get('text', r.get('bottleneck'))}")
+    base = next((r for r in feasible if r["strategy"] == "metis"), None)
+    for r in feasible:
+        if base is not None and r is not base and r["strategy"].startswith("metis/"):
+            change = r["time_us"] / base["time_us"] - 1.0
+            print(f"  {r['strategy']} vs metis: step time {100 * change:+.1f}%, "
+                  f"chips {base['chips']} -> {r['chips']}, cores {base['cores']} -> "
+                  f"{r['cores']}, energy {base['energy_uj']:.4g} -> "
+                  f"{r['energy_uj']:.4g} uJ/step")
 
 
 # =================================================================== whatif
@@ -612,6 +669,7 @@ WHATIF_COLUMNS = (
     Column("hop_weighted_cost", "hop cost", ".1f"),
     Column("time_us", "time/step us", ".4g"),
     Column("energy_uj", "energy/step uJ", ".4g"),
+    Column("bottleneck", "bottleneck"),
 )
 
 
@@ -653,13 +711,48 @@ def _sensitivity_summary(records):
     return worst
 
 
+def _time_sensitivity_summary(records):
+    """Largest relative step-time change per (unpublished constant, factor).
+
+    Returns
+    -------
+    dict of (str, float) -> float
+    """
+    worst = {}
+    for r in records:
+        if not (r["feasible"] and r["time_us"]):
+            continue
+        for t in r.get("time_sensitivity") or ():
+            key = (t["constant"], t["factor"])
+            change = t["time_us"] / r["time_us"] - 1.0
+            if abs(change) >= abs(worst.get(key, 0.0)):
+                worst[key] = change
+    return worst
+
+
+def _time_span_text(span):
+    """Per constant, the range of relative changes, e.g. ``interchip_hop_ns -2.6% to
+    +21.1%``; constants that change nothing are listed together."""
+    by_name = {}
+    for (name, _), change in span.items():
+        by_name.setdefault(name, []).append(change)
+    moving = {n: c for n, c in by_name.items() if max(abs(x) for x in c) >= 5e-4}
+    parts = [f"{n} {100 * min(c):+.1f}% to {100 * max(c):+.1f}%" for n, c in moving.items()]
+    still = [n for n in by_name if n not in moving]
+    if still:
+        parts.append(f"no change from {', '.join(still)}")
+    return "; ".join(parts)
+
+
 def _print_whatif(records, say_board):
     sens_cols = _sensitivity_columns(records)
     for board_name in dict.fromkeys(r["board"] for r in records):
         rows = [_flatten_sensitivity(r) for r in records if r["board"] == board_name]
         first = rows[0]
+        objective = next((r["objective"] for r in rows if r.get("objective")), None)
         say_board(f"Board {board_name} ({first['board_chips']} chips), chip lower bound "
-                  f"{first['lower_bound_chips']}, strategy {first['strategy']}")
+                  f"{first['lower_bound_chips']}, strategy {first['strategy']}"
+                  + (f", objective {objective}" if objective else ""))
         print(format_table(WHATIF_COLUMNS + tuple(sens_cols), rows, mark_best=False))
         for r in rows:
             if not r["feasible"]:
@@ -681,9 +774,10 @@ def _cmd_whatif(args, say):
     scenario, _, graph, _ = prepare(args.scenario, args.rates, args.duration, say)
     options = {"time_limit": args.time_limit} if strategy == "ilp" and args.time_limit else {}
     say(f"sweeping {_plural(len(boards), 'board')} with {strategy}")
+    objective = _single_objective(args.objective)
     records = whatif(graph, boards=boards, chips=chips, strategy=strategy,
                      workers=args.workers, progress=not say.quiet, seed=args.seed,
-                     **options)
+                     objective=objective, **options)
     print(f"Scenario {scenario.name}: {graph.n_blocks} blocks, rates: {graph.rates}; "
           f"plans use exactly the chips asked for (spread)")
     print()
@@ -693,6 +787,11 @@ def _cmd_whatif(args, say):
         changes = ", ".join(f"{pj:g} pJ: {100 * c:+.1f}%" for pj, c in span.items())
         print(f"Energy sensitivity to the (unpublished) inter-chip spike energy, largest "
               f"change of any plan's estimate vs the default: {changes}")
+    time_span = _time_sensitivity_summary(records)
+    if time_span:
+        print("Step-time sensitivity to the unpublished time constants (each 0.5x to 5x "
+              "the time it stands for), largest change of any plan's estimate: "
+              + _time_span_text(time_span))
     best = smallest_board(records)
     if best is None:
         print("Smallest board that fits: none of those tried.")
@@ -712,10 +811,16 @@ def _cmd_whatif(args, say):
             "energy_sensitivity_max_change": [
                 {"interchip_spike_pj": pj, "change": c} for pj, c in span.items()
             ],
+            "objective": objective,
+            "time_sensitivity_max_change": [
+                {"constant": name, "factor": f, "change": c}
+                for (name, f), c in time_span.items()
+            ],
         })
         say(f"wrote {args.json}")
     if args.plot:
-        plot_whatif(records, args.plot, title=f"{scenario.name}: what-if ({strategy})")
+        plot_whatif(records, args.plot,
+                    title=f"{scenario.name}: what-if ({strategy}, objective {objective})")
         say(f"wrote {args.plot}")
     return 0
 
@@ -728,7 +833,7 @@ def _cmd_plan(args, say):
     _, model, graph, allocator_rates = prepare(args.scenario, args.rates, args.duration, say)
     result = run_strategy(name, model, graph, board, n_chips, seed=args.seed,
                           time_limit=args.time_limit, allocator_rates=allocator_rates,
-                          say=say)
+                          say=say, objective=_single_objective(args.objective))
     if not result.feasible:
         raise InfeasibleError(f"{name} found no plan on {n_chips} chip(s) of "
                               f"{board.name}: {result.reason}")
@@ -737,7 +842,9 @@ def _cmd_plan(args, say):
     plan.save(args.output)
     print(f"Wrote {args.output}: {name}, {plan.n_blocks} blocks on {plan.n_cores} cores, "
           f"{_plural(plan.n_chips, 'chip')} of {board.name}, "
-          f"{result.metrics.interchip_spikes:.1f} inter-chip spikes/step")
+          f"{result.metrics.interchip_spikes:.1f} inter-chip spikes/step, "
+          f"{result.metrics.time_ns / 1000:.4g} us/step predicted "
+          f"(bottleneck: {result.metrics.bottleneck['text']})")
     return 0
 
 
@@ -1128,6 +1235,10 @@ def _parser():
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
                    help=f"comma-separated (default {DEFAULT_STRATEGIES}); also ilp, "
                         f"first-fit, metis-first-fit")
+    p.add_argument("--objective", default="spikes",
+                   help="objectives of our strategies, comma-separated: spikes "
+                        "(default), max_link, chips, time (predicted step time); "
+                        "e.g. spikes,time shows both plans side by side")
     _add_model_options(p)
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="draw chip traffic and core load")
@@ -1143,11 +1254,16 @@ def _parser():
                    help="chip counts: 4, 1..32 or 2,4,8 (default: lower bound up to 8 "
                         "more, plus the full board)")
     p.add_argument("--strategy", default="metis", help="strategy (default metis)")
+    p.add_argument("--objective", default="spikes",
+                   help="objective: spikes (default), max_link, chips or time "
+                        "(predicted step time, using every chip's cores)")
     _add_rates_options(p)
     p.add_argument("--workers", type=int, default=None,
                    help="processes (default: one per CPU; 1 = no subprocesses)")
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="plot time and traffic vs chips")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="plot time, traffic and energy vs chips, and chips vs step "
+                        "time and energy")
     _add_solver_options(p)
     p.set_defaults(func=_cmd_whatif)
 
@@ -1157,6 +1273,8 @@ def _parser():
     p.add_argument("--chips", type=int, default=None,
                    help="chips to allow (default: all of the board's)")
     p.add_argument("--strategy", default="metis", help="strategy (default metis)")
+    p.add_argument("--objective", default="spikes",
+                   help="objective: spikes (default), max_link, chips or time")
     _add_model_options(p)
     _add_solver_options(p)
     p.set_defaults(func=_cmd_plan)

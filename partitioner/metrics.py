@@ -163,7 +163,8 @@ class PlanMetrics:
         What sets the step time: ``kind`` (``"core"``, ``"link"`` or ``"none"``),
         ``term`` (one of `TIME_TERMS`), ``index`` (core index or link id), ``chip``
         (the core's chip, or the link's source chip position), ``value`` (count per
-        step), ``ns``, ``blocks`` (blocks on the core), ``regime`` and ``text``.
+        step), ``ns``, ``blocks`` (blocks on the core), ``regime`` and ``text``; a
+        link also has ``from`` and ``to`` (mesh positions, row and column).
     regime : str
         ``"compute"`` (a core's synaptic ops or updates), ``"memory"`` (a core's
         synapse memory reads), ``"traffic"`` (a chip-to-chip link) or ``"sync"``
@@ -792,6 +793,7 @@ def _bottleneck(binding, terms, work, plan, loads, board):
         value = float(loads[k])
         return {
             "kind": "link", "term": binding, "index": k, "chip": int(ends[k, 0]),
+            "from": list(src), "to": list(dst),
             "value": value, "ns": ns, "blocks": [], "regime": REGIMES[binding],
             "text": (f"chip-to-chip link {src}->{dst} ({DIRECTIONS[k % 4]}): "
                      f"{value:,.1f} spikes/step x {ns / max(value, 1e-300):.3g} ns = "

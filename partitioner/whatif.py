@@ -1,10 +1,11 @@
 """What-if studies: how a model fares on other boards and chip counts.
 
 `whatif` partitions one `TrafficGraph` for every (board, chip count) asked for, measures
-each plan with `partitioner.metrics.evaluate`, and varies the one cost constant
-nobody has published, the energy of a spike crossing a chip-to-chip link
+each plan with `partitioner.metrics.evaluate`, and varies the cost constants nobody
+has published: the energy of a spike crossing a chip-to-chip link
 (`EnergyModel.interchip_spike_pj`), to show how much the energy estimate depends on
-it. Sweep points run in parallel processes.
+it, and the time constants of `EnergyModel.UNPUBLISHED_TIME`, to show how much the
+step time and its bottleneck depend on them. Sweep points run in parallel processes.
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ __all__ = [
     "SENSITIVITY_FACTORS",
     "SENSITIVITY_PJ",
     "MAX_EXTRA_CHIPS",
+    "TIME_SENSITIVITY_FACTORS",
+    "time_sensitivity",
+    "bottleneck_label",
 ]
 
 #: Multiples of the default inter-chip spike energy tried by default.
 SENSITIVITY_FACTORS = (0.5, 1.0, 2.0, 5.0)
 #: Default inter-chip spike energies (pJ) of the sensitivity study.
 SENSITIVITY_PJ = tuple(f * EnergyModel().interchip_spike_pj for f in SENSITIVITY_FACTORS)
+#: Multiples of each unpublished time constant tried by the step-time sensitivity study.
+TIME_SENSITIVITY_FACTORS = (0.5, 2.0, 5.0)
 #: Default sweeps go from the chip lower bound to at most this many chips above it
 #: (and always include the board's full size).
 MAX_EXTRA_CHIPS = 8
@@ -43,7 +49,7 @@ MAX_EXTRA_CHIPS = 8
 NUMERIC_FIELDS = (
     "chips_used", "cores", "mean_core_utilization_pct", "interchip_axons",
     "interchip_spikes", "max_link_load", "hop_weighted_cost", "time_us", "energy_uj",
-    "objective_value", "bound", "gap",
+    "objective_value", "bound", "gap", "block_bound_us",
 )
 
 _WORKER_GRAPH = None
@@ -147,13 +153,17 @@ def _empty_record(board, n_chips, strategy, lower_bound):
         "reason": None,
         "runtime_s": 0.0,
         "energy_sensitivity": [],
+        "time_sensitivity": [],
+        "bottleneck": None,
+        "regime": None,
     }
     record.update({name: None for name in NUMERIC_FIELDS})
     return record
 
 
 def run_point(graph, board, n_chips, strategy="metis", seed=0, spread=True,
-              interchip_pj=SENSITIVITY_PJ, lower_bound=0, options=None):
+              interchip_pj=SENSITIVITY_PJ, lower_bound=0, options=None,
+              objective="spikes"):
     """Partition ``graph`` onto ``n_chips`` chips of ``board`` and measure the plan.
 
     Parameters
@@ -174,6 +184,8 @@ def run_point(graph, board, n_chips, strategy="metis", seed=0, spread=True,
         Chip lower bound, copied into the record.
     options : dict, optional
         Further strategy options.
+    objective : str
+        Objective for `partitioner.partition` (e.g. ``"time"``).
 
     Returns
     -------
@@ -194,12 +206,14 @@ def run_point(graph, board, n_chips, strategy="metis", seed=0, spread=True,
     t0 = time.perf_counter()
     try:
         plan = partition(graph, n_chips=n_chips, board=board, strategy=strategy,
-                         seed=seed, spread=spread, **(options or {}))
+                         seed=seed, spread=spread, objective=objective, **(options or {}))
     except PartitionerError as e:
         record["reason"] = " ".join(str(e).split())
         record["runtime_s"] = time.perf_counter() - t0
         return record
-    record.update(plan_numbers(plan, evaluate(graph, plan, board)))
+    metrics = evaluate(graph, plan, board)
+    record.update(plan_numbers(plan, metrics))
+    record["time_sensitivity"] = time_sensitivity(metrics, board)
     record.update(
         feasible=True,
         chips=int(n_chips),  # asked for; chips_used is what the plan uses
@@ -227,7 +241,11 @@ def plan_numbers(plan, metrics):
     dict
         chips, cores, utilization (%), inter-chip axons and spikes per step, max link
         load, hop-weighted cost, time (us) and energy (uJ) per step, objective, bound
-        and gap.
+        and gap; the step time's bottleneck (short text, see `bottleneck_label`),
+        its regime (``"compute"``, ``"memory"``, ``"traffic"`` or ``"sync"``), the
+        step time below which no plan can go without smaller blocks
+        (``block_bound_us``), and each term of the max-affine step time
+        (``time_terms_us``).
     """
     m = metrics
 
@@ -248,7 +266,74 @@ def plan_numbers(plan, metrics):
         objective_value=number(plan.objective_value),
         bound=number(plan.bound),
         gap=number(plan.gap),
+        bottleneck=bottleneck_label(m.bottleneck),
+        regime=m.regime,
+        block_bound_us=float(m.block_bound_ns) * 1e-3,
+        time_terms_us={k: float(v) * 1e-3 for k, v in m.time_terms.items()},
     )
+
+
+def bottleneck_label(bottleneck):
+    """A short text naming what sets the step time, for tables.
+
+    Parameters
+    ----------
+    bottleneck : dict
+        `PlanMetrics.bottleneck`.
+
+    Returns
+    -------
+    str
+        Without spaces, so tables stay easy to read and parse: the core and its term
+        with the number of blocks on the core (``"core12:synops(5blk)"``), the
+        chip-to-chip link by its mesh positions (``"link(0,1)->(0,2)"``), or
+        ``"barrier"`` when nothing works.
+    """
+    kind = bottleneck.get("kind")
+    if kind == "core":
+        n = len(bottleneck.get("blocks", ()))
+        return f"core{bottleneck['index']}:{bottleneck['term']}({n}blk)"
+    if kind == "link":
+        src, dst = bottleneck["from"], bottleneck["to"]
+        return f"link({src[0]},{src[1]})->({dst[0]},{dst[1]})"
+    return "barrier"
+
+
+def time_sensitivity(metrics, board, factors=TIME_SENSITIVITY_FACTORS):
+    """Step time of a measured plan when each unpublished time constant changes.
+
+    The max-affine step time depends on a plan only through the peak work of each
+    term and the longest chip-to-chip route (`partitioner.metrics.step_time`), so
+    the plan is not measured again.
+
+    Parameters
+    ----------
+    metrics : PlanMetrics
+    board : BoardSpec
+        The board the plan was measured on (its constants are the defaults).
+    factors : iterable of float
+        Multiples of the time each constant stands for: the constant itself for the
+        ``*_ns`` constants, its inverse for ``interchip_link_spikes_per_us`` (a
+        factor of 2 halves the link's rate), so a factor above 1 is always slower.
+
+    Returns
+    -------
+    list of dict
+        ``{"constant", "factor", "value", "time_us", "bottleneck_term"}`` for each
+        constant of `EnergyModel.UNPUBLISHED_TIME` and factor.
+    """
+    from partitioner.metrics import step_time
+
+    out = []
+    for name in board.energy.UNPUBLISHED_TIME:
+        for f in factors:
+            value = getattr(board.energy, name)
+            value = value / float(f) if name.endswith("_per_us") else value * float(f)
+            energy = board.energy.replace(**{name: value})
+            t, _, _, binding = step_time(metrics.peak_work, metrics.max_hops, energy)
+            out.append({"constant": name, "factor": float(f), "value": float(value),
+                        "time_us": t * 1e-3, "bottleneck_term": binding})
+    return out
 
 
 def _init_worker(graph):
@@ -263,7 +348,7 @@ def _run_in_worker(kwargs):
 # --------------------------------------------------------------------- sweep
 def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
            interchip_pj=SENSITIVITY_PJ, workers=None, progress=True, seed=0,
-           spread=True, **options):
+           spread=True, objective="spikes", **options):
     """Partition ``graph`` for every board and chip count and measure each plan.
 
     Parameters
@@ -290,6 +375,9 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
         Use exactly the given number of chips at each point (default), so the sweep
         shows what spreading the model costs. With False every point uses the fewest
         chips that fit.
+    objective : str
+        Objective for `partitioner.partition`; ``"time"`` uses the cores of every
+        chip to shorten the predicted step time.
     **options
         Further strategy options (e.g. ``time_limit`` for ``"ilp"``).
 
@@ -305,8 +393,10 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
         ``max_link_load`` (spikes per step on the busiest chip-to-chip link),
         ``hop_weighted_cost`` (spike-hops per step), ``time_us`` and ``energy_uj``
         (estimated per step), ``objective_value``, ``bound``, ``gap``,
-        ``runtime_s`` and ``energy_sensitivity``: a list of
-        ``{"interchip_spike_pj", "energy_uj"}``, one per value of ``interchip_pj``.
+        ``runtime_s``, ``energy_sensitivity``: a list of
+        ``{"interchip_spike_pj", "energy_uj"}``, one per value of ``interchip_pj``,
+        the step time's ``bottleneck`` and ``regime``, ``block_bound_us``,
+        ``time_terms_us`` and ``time_sensitivity`` (see `time_sensitivity`).
         Numeric fields are None where the point is infeasible.
     """
     from partitioner.metrics import chip_lower_bound
@@ -319,7 +409,7 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
         for k in chip_counts(graph, board, chips):
             tasks.append(dict(board=board, n_chips=k, strategy=strategy, seed=seed,
                               spread=spread, interchip_pj=interchip_pj,
-                              lower_bound=lb, options=options))
+                              lower_bound=lb, options=options, objective=objective))
     bar = ProgressBar(len(tasks), "what-if", enabled=progress)
     workers = _worker_count(workers, len(tasks))
     try:
@@ -408,10 +498,15 @@ def _sorted(x, y):
 
 
 def plot_whatif(records, path, title=None):
-    """Plot a what-if sweep: step time, inter-chip traffic and energy vs chips used.
+    """Plot a what-if sweep: step time, inter-chip traffic and energy vs chips used,
+    and the trade-off of chips against step time and energy.
 
-    One line per board. The energy panel shades the range the energy estimate spans
-    over the inter-chip spike energies of the sensitivity study.
+    One line per board. The step-time panel shades the range the step time spans
+    when the unpublished time constants vary (`time_sensitivity`); the energy panel
+    the range over the inter-chip spike energies of the sensitivity study. The
+    fourth panel puts every plan at its step time and energy, labelled with the
+    chips it uses; hollow markers are plans whose busiest chip-to-chip link, not a
+    core, sets the step time.
 
     Parameters
     ----------
@@ -432,7 +527,7 @@ def plot_whatif(records, path, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.6), constrained_layout=True)
     panels = [
         ("time_us", "Estimated time per step (µs)", "Step time"),
         ("interchip_spikes", "Inter-chip spikes per step", "Inter-chip traffic"),
@@ -442,18 +537,21 @@ def plot_whatif(records, path, title=None):
     boards = sorted(series["time_us"], key=lambda b: _board_chips(records, b))
     styles = _board_styles(boards)
     all_x = [x for x, _ in series["time_us"].values() for x in x]
-    for ax, (field, ylabel, panel_title) in zip(axes, panels):
+    for ax, (field, ylabel, panel_title) in zip(axes[:3], panels):
         for board in boards:
             x, y = _sorted(*series[field][board])
             style = styles[board]
             ax.plot(x, y, label=board, **style)
             if field == "energy_uj":
                 _shade_sensitivity(ax, records, board, style["color"])
+            if field == "time_us":
+                _shade_time_sensitivity(ax, records, board, style["color"])
         ax.set_xlabel("Chips used")
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title)
         ax.grid(alpha=0.3)
         _chip_axis(ax, all_x)
+    _draw_tradeoff(axes[3], records, boards, styles)
     any_point = bool(boards)
     if any_point:
         axes[0].legend(title="Board", fontsize="small")
@@ -527,3 +625,47 @@ def _shade_sensitivity(ax, records, board, color):
     x, y0 = _sorted(*lo[board])
     _, y1 = _sorted(*hi[board])
     ax.fill_between(x, y0, y1, color=color, alpha=0.15, linewidth=0)
+
+
+def _shade_time_sensitivity(ax, records, board, color):
+    """Shade the step-time range over the unpublished time constants."""
+    def span(fn):
+        return _board_series(records, lambda r: fn([r["time_us"]] + [
+            t["time_us"] for t in r.get("time_sensitivity") or ()]))
+
+    lo, hi = span(min), span(max)
+    if board not in lo:
+        return
+    x, y0 = _sorted(*lo[board])
+    _, y1 = _sorted(*hi[board])
+    ax.fill_between(x, y0, y1, color=color, alpha=0.12, linewidth=0)
+
+
+def _draw_tradeoff(ax, records, boards, styles):
+    """Step time against energy per step, one line per board through its chip counts."""
+    for board in boards:
+        points = sorted(
+            {r["chips_used"]: r for r in records
+             if r["feasible"] and r["board"] == board}.values(),
+            key=lambda r: r["chips_used"])
+        if not points:
+            continue
+        style = dict(styles[board])
+        x = [r["time_us"] for r in points]
+        y = [r["energy_uj"] for r in points]
+        ax.plot(x, y, color=style["color"], linewidth=style["linewidth"], alpha=0.6,
+                zorder=style["zorder"], label=board)
+        for r, xi, yi in zip(points, x, y):
+            hollow = r.get("regime") == "traffic"
+            ax.plot([xi], [yi], marker=style["marker"], color=style["color"],
+                    markersize=style["markersize"], zorder=style["zorder"],
+                    markerfacecolor="white" if hollow else style["color"])
+            ax.annotate(str(r["chips_used"]), (xi, yi), textcoords="offset points",
+                        xytext=(4, 4), fontsize="x-small", color=style["color"])
+    ax.set_xlabel("Estimated time per step (µs)")
+    ax.set_ylabel("Estimated energy per step (µJ)")
+    ax.set_title("Chips vs step time and energy")
+    ax.grid(alpha=0.3)
+    if any(r["feasible"] for r in records):
+        ax.text(0.98, 0.98, "labels: chips used\nhollow: link-bound",
+                transform=ax.transAxes, ha="right", va="top", fontsize="x-small")

@@ -403,3 +403,62 @@ def test_mincut_allocator_takes_the_time_objective(fan_in):
     assert allocator.last_plan.objective == "time"
     assert sum(len(chip.cores) for chip in board.chips) == allocator.last_plan.n_cores
     assert allocator.last_plan.n_cores > partition(graph, board="nahuku8").n_cores
+
+
+# ------------------------------------------------------------------------- CLI
+def test_compare_shows_step_time_and_bottleneck_per_plan(tmp_path, capsys):
+    from partitioner.cli import main
+
+    out = tmp_path / "compare.json"
+    assert main(["-q", "compare", "mnist_conv", "--strategies", "greedy,metis",
+                 "--objective", "spikes,time", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    import json
+
+    records = {r["strategy"]: r for r in json.loads(out.read_text())["records"]}
+    assert list(records) == ["greedy", "metis", "metis/time"]
+    base, fast = records["metis"], records["metis/time"]
+    assert fast["objective"] == "time" and fast["time_us"] <= 0.8 * base["time_us"]
+    for name, r in records.items():
+        assert r["regime"] in ("compute", "memory", "traffic", "sync")
+        assert r["bottleneck"] in text
+        assert f"{name}: {r['time_us']:.4g} us ({r['regime']}-bound" in text
+        assert r["bottleneck_detail"]["text"] in text
+    assert "metis/time vs metis: step time" in text
+
+
+def test_whatif_time_objective_reports_sensitivity_and_plots(tmp_path, capsys):
+    from partitioner.cli import main
+
+    out, png = tmp_path / "whatif.json", tmp_path / "whatif.png"
+    assert main(["-q", "whatif", "mnist_conv", "--board", "kapoho_bay", "--objective",
+                 "time", "--workers", "1", "--json", str(out), "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["objective"] == "time"
+    for r in data["records"]:
+        assert r["objective"] == "time" and r["bottleneck"] in text
+        assert r["block_bound_us"] <= r["time_us"] + 1e-9
+        constants = {t["constant"] for t in r["time_sensitivity"]}
+        assert constants == set(get_board("kapoho_bay").energy.UNPUBLISHED_TIME)
+        slower = [t["time_us"] for t in r["time_sensitivity"] if t["factor"] > 1]
+        assert min(slower) >= r["time_us"] - 1e-9
+    assert "Step-time sensitivity" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_objective_is_a_clean_error(capsys):
+    from partitioner.cli import main
+
+    assert main(["plan", "mnist_conv", "-o", "x.json", "--objective", "fastest"]) == 2
+    err = capsys.readouterr().err
+    assert "--objective" in err and "time" in err
+
+
+def test_unknown_objective_in_partition_names_time():
+    from partitioner.errors import PartitionerError
+
+    with pytest.raises(PartitionerError, match="time"):
+        partition(random_graph(20, seed=0), objective="fastest")
