@@ -462,3 +462,36 @@ def test_unknown_objective_in_partition_names_time():
 
     with pytest.raises(PartitionerError, match="time"):
         partition(random_graph(20, seed=0), objective="fastest")
+
+
+# ------------------------------------------------------------ bundled models
+def scenario_graph(name, rates=None):
+    from partitioner.scenario import load_scenario
+
+    scenario = load_scenario(name)
+    model = build_model(scenario.network)
+    return extract(model, rates=scenario.ensemble_rates if rates == "scenario" else rates)
+
+
+def assert_time_objective_gains(graph, at_most):
+    default = partition(graph)
+    fast = partition(graph, objective="time")
+    check_plan(graph, fast)
+    m0, m1 = evaluate(graph, default), evaluate(graph, fast)
+    assert m1.time_ns <= at_most * m0.time_ns, (m0.time_ns, m1.time_ns)
+    assert fast.n_chips >= default.n_chips and fast.n_cores >= default.n_cores
+    return m0, m1, default, fast
+
+
+def test_conv_network_runs_faster_per_step():
+    # Every axon active: the default plan shares a core between two conv blocks.
+    m0, m1, default, fast = assert_time_objective_gains(scenario_graph("mnist_conv"), 0.8)
+    assert len(m0.bottleneck["blocks"]) == 2 and len(m1.bottleneck["blocks"]) == 1
+    assert fast.n_cores == default.n_cores + 1
+
+
+@pytest.mark.slow
+def test_spa_like_runs_faster_per_step():
+    for rates in (None, "scenario"):
+        m0, m1, _, fast = assert_time_objective_gains(scenario_graph("spa_like", rates), 0.3)
+        assert fast.gap < 0.05
