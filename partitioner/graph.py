@@ -107,7 +107,8 @@ class TrafficGraph:
     work : str, optional
         Where the synaptic work came from: ``"synapses"`` (synapse weights and axon
         maps, from extraction) or ``"spikes"`` (not known: one op and one memory
-        word per spike, the default when ``synops`` is not given).
+        word per spike, the default when ``synops`` is not given; such graphs share
+        the spike matrices and do not write them twice to JSON).
     """
 
     labels: list
@@ -171,8 +172,11 @@ class TrafficGraph:
             ("input_synmem_reads", self.input_spikes, (n_in, n)),
         ):
             mat = getattr(self, name)
-            mat = default.copy() if mat is None else mat
-            setattr(self, name, sp.csr_matrix(mat, shape=shape, dtype=np.float64))
+            if mat is None:
+                # Derived work is the spike matrix itself (no copy of big graphs).
+                setattr(self, name, default)
+            else:
+                setattr(self, name, sp.csr_matrix(mat, shape=shape, dtype=np.float64))
         if self.updates is None:
             self.updates = self.resources[:, RESOURCES.index("compartments")]
         self.updates = np.asarray(self.updates, dtype=np.float64).ravel()
@@ -403,12 +407,15 @@ class TrafficGraph:
             "input_spikes": csr(self.input_spikes),
             "dt": self.dt,
             "rates": self.rates,
-            "synops": csr(self.synops),
-            "synmem_reads": csr(self.synmem_reads),
-            "input_synops": csr(self.input_synops),
-            "input_synmem_reads": csr(self.input_synmem_reads),
             "updates": self.updates.tolist(),
             "work": self.work,
+            # Work derived from the spikes (work == "spikes") is derived again on reading.
+            **({} if self.work == "spikes" else {
+                "synops": csr(self.synops),
+                "synmem_reads": csr(self.synmem_reads),
+                "input_synops": csr(self.input_synops),
+                "input_synmem_reads": csr(self.input_synmem_reads),
+            }),
         }
 
     @classmethod

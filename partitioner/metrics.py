@@ -1,4 +1,5 @@
-"""Quality measures of a plan, a simple time/energy cost model, and lower bounds.
+"""Quality measures of a plan, a time (max-affine) and energy cost model, and lower
+bounds.
 
 Everything works on a `TrafficGraph` and a `Plan` with numpy / scipy.sparse only, so a
 plan of a million blocks and ten million edges is measured in seconds. The only dense
@@ -145,7 +146,8 @@ class PlanMetrics:
     time_ns : float
         Estimated time per step in ns (formula in `evaluate`).
     time_breakdown : dict of str -> float
-        The terms of ``time_ns``.
+        ``barrier_sync``, ``interchip_latency`` and ``work`` (the largest of
+        ``time_terms``), which sum to ``time_ns``.
     assumptions : list of str
         Cost-model constants that are assumptions rather than published numbers.
     core_work : (n_cores, 3) float ndarray

@@ -43,7 +43,7 @@ _TABLES = CoreLimits.CONFIG_TABLES
 #: Binary-search steps of the per-core time cap in `spread_chip`.
 SEARCH_STEPS = 14
 #: The search stops when the cap is known to this relative precision.
-SEARCH_TOL = 5e-3
+SEARCH_TOL = 1e-3
 _EPS = 1e-9
 
 
@@ -272,7 +272,8 @@ def _spread_chips(packed, times, link_ns, keep=None):
 
 # ------------------------------------------------------------------ measuring
 def _plan(packed, board, seed, strategy):
-    """The `Plan` of ``packed``, placed on the board mesh for its busiest link."""
+    """The `Plan` of ``packed``, placed on the board mesh for the shortest step (as
+    the engine places a plan made for ``objective="time"``)."""
     from partitioner.placement import place_chips
     from partitioner.plan import Plan
 
@@ -286,14 +287,15 @@ def _plan(packed, board, seed, strategy):
                                 board=board.name, strategy=strategy, objective="time",
                                 seed=int(seed))
     plan.chip_position = place_chips(packed.ctx.graph, plan, board, seed=int(seed),
-                                     objective="max_link")
+                                     objective="time")
     return plan
 
 
 def packed_step_time(packed, board, seed=0):
     """Predicted step time (ns) of ``packed`` and its `PlanMetrics`.
 
-    Chips are compacted and placed on the mesh first (busiest link first).
+    Chips are compacted and placed on the mesh first (`placement.place_chips` with
+    ``objective="time"``).
     """
     from partitioner.metrics import evaluate
 
