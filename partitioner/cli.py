@@ -2,11 +2,13 @@
 
 ``compare``
     Build a scenario with nengo-loihi, run nengo-loihi's allocators and this
-    package's strategies on it, and print one side-by-side table.
+    package's strategies on it (for one or more objectives), and print one
+    side-by-side table, with each plan's predicted step time and what sets it.
 ``whatif``
-    Sweep boards and chip counts; show time, traffic and energy estimates, how the
-    energy depends on the unpublished inter-chip spike energy, and the smallest
-    board that fits.
+    Sweep boards and chip counts; show time, traffic and energy estimates and the
+    step time's bottleneck, how the energy depends on the unpublished inter-chip
+    spike energy and the step time on the unpublished time constants, and the
+    smallest board that fits.
 ``plan``
     Write a plan (JSON) to replay with `partitioner.PlanAllocator`.
 ``inspect``

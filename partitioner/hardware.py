@@ -157,6 +157,17 @@ class EnergyModel:
     #: Time constants that are assumptions rather than published numbers.
     UNPUBLISHED_TIME = ("core_update_ns", "synmem_word_ns", "interchip_link_spikes_per_us",
                         "interchip_hop_ns")
+    #: Where each time constant comes from.
+    TIME_SOURCES = {
+        "synop_ns": "Davies et al., IEEE Micro 38(1), 2018, Table 1 (time per synaptic "
+                    "spike op, max)",
+        "barrier_sync_ns": "Davies et al., IEEE Micro 38(1), 2018, Table 1 (barrier "
+                           "synchronization, 113-465 ns; upper end)",
+        "core_update_ns": "assumption (not published)",
+        "synmem_word_ns": "assumption (not published)",
+        "interchip_link_spikes_per_us": "assumption (not published)",
+        "interchip_hop_ns": "assumption (not published)",
+    }
 
     synop_pj: float = 23.6
     spike_in_tile_pj: float = 1.7

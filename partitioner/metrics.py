@@ -58,6 +58,8 @@ __all__ = [
     "core_times",
     "step_time",
     "step_time_lower_bound",
+    "time_constants",
+    "TERM_CONSTANTS",
 ]
 
 #: Mesh link directions; a link id is ``position * 4 + DIRECTIONS.index(direction)``.
@@ -174,6 +176,8 @@ class PlanMetrics:
     block_bound_ns : float
         Step time no plan can beat: barrier synchronization plus the largest work
         term of the heaviest single block (only smaller blocks go below it).
+    time_constants : dict
+        The cost of each step-time term, its constant and source (`time_constants`).
     """
 
     board: str
@@ -219,6 +223,7 @@ class PlanMetrics:
     bottleneck: dict = field(default_factory=dict)
     regime: str = ""
     block_bound_ns: float = 0.0
+    time_constants: dict = field(default_factory=dict)
 
     def links(self):
         """Mesh links that carry traffic, heaviest first.
@@ -306,6 +311,7 @@ class PlanMetrics:
             bottleneck=dict(self.bottleneck),
             regime=self.regime,
             block_bound_ns=float(self.block_bound_ns),
+            time_constants={k: dict(v) for k, v in self.time_constants.items()},
         )
         if per_core:
             out["utilization_names"] = list(UTILIZATION_NAMES)
@@ -669,6 +675,39 @@ def term_costs(energy):
     ], dtype=np.float64)
 
 
+#: The `EnergyModel` constant behind each of `TIME_TERMS`.
+TERM_CONSTANTS = {"synops": "synop_ns", "updates": "core_update_ns",
+                  "synmem_reads": "synmem_word_ns",
+                  "link_spikes": "interchip_link_spikes_per_us"}
+
+
+def time_constants(energy):
+    """Each step-time term's cost, the constant it comes from and that constant's source.
+
+    Parameters
+    ----------
+    energy : EnergyModel
+
+    Returns
+    -------
+    dict of str -> dict
+        For each of `TIME_TERMS` and for ``barrier_sync`` and ``interchip_latency``:
+        ``constant`` (the `EnergyModel` field), ``value`` (of that field), ``ns``
+        (per unit of the term: per synaptic op, update, memory word, link spike or
+        hop) and ``source``.
+    """
+    costs = dict(zip(TIME_TERMS, term_costs(energy).tolist()))
+    costs["barrier_sync"] = float(energy.barrier_sync_ns)
+    costs["interchip_latency"] = float(energy.interchip_hop_ns)
+    fields = dict(TERM_CONSTANTS, barrier_sync="barrier_sync_ns",
+                  interchip_latency="interchip_hop_ns")
+    return {
+        term: {"constant": fields[term], "value": float(getattr(energy, fields[term])),
+               "ns": costs[term], "source": energy.TIME_SOURCES[fields[term]]}
+        for term in fields
+    }
+
+
 def core_work(graph, plan=None, block_core=None, n_cores=None):
     """Work each core does per time step (`TrafficGraph.block_work` summed per core).
 
@@ -972,6 +1011,7 @@ def evaluate(graph, plan, board=None):
         bottleneck=bottleneck,
         regime=bottleneck["regime"],
         block_bound_ns=block_bound,
+        time_constants=time_constants(board.energy),
     )
 
 

@@ -40,7 +40,8 @@ class Plan:
     strategy : str
         Strategy that produced the plan.
     objective : str
-        What the strategy minimized (``"spikes"``, ``"max_link"`` or ``"chips"``).
+        What the strategy minimized (``"spikes"``, ``"max_link"``, ``"chips"`` or
+        ``"time"``, the predicted time per step in ns).
     objective_value, bound, gap : float or None
         Objective of the plan, best proven lower bound and relative gap
         ``(objective - bound) / max(objective, eps)``; None where unknown.

@@ -333,6 +333,13 @@ def test_real_model_metrics_count_synaptic_work(work_model):
     d = m.to_dict(per_core=True)
     assert d["bottleneck"]["term"] in TIME_TERMS and len(d["core_work"]) == plan.n_cores
     assert d["work_names"] == list(WORK_TERMS)
+    constants = d["time_constants"]
+    assert set(TIME_TERMS) <= set(constants)
+    assert constants["synops"]["source"].startswith("Davies")
+    assert constants["synops"]["ns"] == get_board("kapoho_bay").energy.synop_ns
+    assert "assumption" in constants["updates"]["source"]
+    assert constants["link_spikes"]["ns"] == pytest.approx(
+        1000 / get_board("kapoho_bay").energy.interchip_link_spikes_per_us)
 
 
 # ----------------------------------------------------------- objective="time"

@@ -48,10 +48,20 @@ _EPS = 1e-9
 
 
 def block_times(graph, energy):
-    """(n_blocks, 3) time (ns) each block's work terms cost its core per step.
+    """Time each block's work costs its core per step.
 
-    Columns are `partitioner.graph.WORK_TERMS` (synaptic ops, compartment updates,
-    synapse memory words) times their costs (`partitioner.metrics.term_costs`).
+    Parameters
+    ----------
+    graph : TrafficGraph
+    energy : EnergyModel
+
+    Returns
+    -------
+    (n_blocks, 3) float ndarray
+        Nanoseconds; columns `partitioner.graph.WORK_TERMS` (synaptic ops, compartment
+        updates, synapse memory words) times their costs
+        (`partitioner.metrics.term_costs`). A core's time is the largest column of
+        the sum over its blocks.
     """
     from partitioner.metrics import term_costs
 
@@ -292,10 +302,23 @@ def _plan(packed, board, seed, strategy):
 
 
 def packed_step_time(packed, board, seed=0):
-    """Predicted step time (ns) of ``packed`` and its `PlanMetrics`.
+    """Predicted step time of a packed plan.
 
-    Chips are compacted and placed on the mesh first (`placement.place_chips` with
-    ``objective="time"``).
+    Chips are compacted (renumbered, in place) and placed on the mesh first
+    (`placement.place_chips` with ``objective="time"``).
+
+    Parameters
+    ----------
+    packed : Packed
+    board : BoardSpec
+    seed : int
+        Seed of the placement.
+
+    Returns
+    -------
+    time_ns : float
+    metrics : PlanMetrics
+        `partitioner.metrics.evaluate` of the placed plan.
     """
     from partitioner.metrics import evaluate
 
