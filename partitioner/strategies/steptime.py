@@ -8,10 +8,13 @@ more cores, and more chips when that is faster, without ever breaking a rule:
 
 1. **Spread each chip** (`spread_chip`). The blocks of a chip whose busiest core is
    slower than what the plan can reach are repacked onto at most all of the chip's
-   cores with a cap on each core's time (MULTIFIT: a binary search on the cap, and for
-   each cap a best-fit-decreasing packing in which a block joins the core it fills
-   closest to the cap, if `packing.CoreBin.fits` accepts it, else a new core). The
-   smallest cap that packs wins, if it beats the chip's current time.
+   cores: first packed under a cap on each core's time equal to that floor (best fit
+   decreasing: a block joins the open core it fills closest to the cap, if
+   `packing.CoreBin.fits` accepts it, else a new core); if that needs too many
+   cores, spread over all of them longest-processing-time first (each block to the
+   least loaded core it fits); then a bisection on the cap between the floor and the
+   time reached looks for a shorter time, or fewer cores. The result replaces the
+   chip if it beats the chip's current time.
 2. **More chips** (`minimize_step_time`). While the plan is compute-bound by a core
    that holds several blocks, the chips are full, and ``n_chips`` allows, the
    strategy runs again on one more chip, its METIS cut balancing each block's work
@@ -40,9 +43,8 @@ __all__ = ["minimize_step_time", "spread_chip", "block_times", "packed_step_time
 _IN_AXONS = RESOURCES.index("in_axons")
 #: Config tables, in the order `packing.BlockKeys.info` gives a block's keys.
 _TABLES = CoreLimits.CONFIG_TABLES
-#: Binary-search steps of the per-core time cap in `spread_chip`.
-SEARCH_STEPS = 14
-#: The search stops when the cap is known to this relative precision.
+#: The search on the per-core time cap in `spread_chip` stops when the cap is known
+#: to this relative precision.
 SEARCH_TOL = 1e-3
 _EPS = 1e-9
 
@@ -87,13 +89,13 @@ class _CapPacker:
 
     Every open core is screened at once with arrays: shared settings (cores of their
     own, voltage limits, noise), term times and resources (pop16 id ranges included)
-    in one matrix, then the config tables that could overflow, counting the keys a
-    block shares with each core exactly; the best candidates then get the full rule
-    check (`CoreBin.fits`).
+    in one matrix, then the config tables, counting the keys a block shares with each
+    core exactly; the best candidates then get the full rule check (`CoreBin.fits`).
     """
 
-    def __init__(self, ctx, times, cap, max_cores):
+    def __init__(self, ctx, times, cap, max_cores, spread=False):
         self.ctx = ctx
+        self.spread = spread
         self.times = times
         bound = cap * (1 + _EPS) + _EPS
         self.bound = bound
@@ -113,8 +115,12 @@ class _CapPacker:
         self.holders = [{} for _ in _TABLES]
 
     def place(self, b):
-        """Put block ``b`` on the best open core or a new one; False if neither."""
-        target = self._best(b)
+        """Put block ``b`` on the best open core or a new one; False if neither.
+
+        Packing (``spread=False``) prefers an open core; spreading opens a new core
+        while there are any (an empty core is the least loaded one)."""
+        opening = self.spread and len(self.cores) < self.max_cores
+        target = None if opening else self._best(b)
         if target is None:
             if len(self.cores) >= self.max_cores or (self.times[b] > self.bound).any():
                 return False
@@ -144,22 +150,26 @@ class _CapPacker:
         cand = np.flatnonzero(ok)
         if cand.size == 0:
             return None
-        n_keys = np.array([len(k) for k in keys])
-        new = np.tile(n_keys, (cand.size, 1))
-        tight = ((self.tables[cand] + n_keys) > self.table_cap).any(axis=0)
-        for t in np.flatnonzero(tight).tolist():
+        # Exact count of the entries the block would add to each table of each core
+        # (also the preference below, so every table is counted).
+        new = np.tile(np.array([len(k) for k in keys]), (cand.size, 1))
+        for t, want in enumerate(keys):
             holders = self.holders[t]
-            for key in keys[t]:
+            for key in want:
                 mask = holders.get(key)
                 if mask is not None:
                     new[:, t] -= mask[cand]
-        if tight.any():
-            fit = (self.tables[cand] + new <= self.table_cap).all(axis=1)
-            cand, new = cand[fit], new[fit]
-        # Fewest new config entries first (keeps tables from filling up), then the
-        # core this block fills closest to the cap, then the earliest core.
+        fit = (self.tables[cand] + new <= self.table_cap).all(axis=1)
+        cand, new = cand[fit], new[fit]
         fill = after[cand, :3].max(axis=1)
-        for i in cand[np.lexsort((-fill, new.sum(axis=1)))][:WINDOW].tolist():
+        if self.spread:
+            # The least loaded core after the block joins, then fewest new entries.
+            order = np.lexsort((new.sum(axis=1), fill))
+        else:
+            # Fewest new config entries first (keeps tables from filling up), then the
+            # core this block fills closest to the cap, then the earliest core.
+            order = np.lexsort((-fill, new.sum(axis=1)))
+        for i in cand[order][:WINDOW].tolist():
             if self.cores[i].fits(b):
                 return i
         return None
@@ -182,16 +192,26 @@ class _CapPacker:
         self.noise_key[i] = core.noise_key
 
 
-def _pack_with_cap(packed, blocks, times, cap, max_cores):
-    """Best-fit-decreasing packing of ``blocks`` with every core's term times at most
-    ``cap``; a list of `CoreBin` or None when more than ``max_cores`` are needed."""
+def _pack_with_cap(packed, blocks, times, cap, max_cores, spread=False):
+    """Pack ``blocks``, heaviest first, with every core's term times at most ``cap``.
+
+    ``spread=False``: best fit decreasing (each block to the open core it fills
+    closest to the cap). ``spread=True``: longest processing time first (each block
+    to the least loaded of ``max_cores`` cores). Returns a list of `CoreBin`, or
+    None when the blocks do not fit ``max_cores`` cores.
+    """
     work = times[blocks].max(axis=1)
     order = blocks[np.lexsort((blocks, -work))]
-    packer = _CapPacker(packed.ctx, times, cap, max_cores)
+    packer = _CapPacker(packed.ctx, times, cap, max_cores, spread=spread)
     for b in order.tolist():
         if not packer.place(b):
             return None
     return packer.cores
+
+
+def _reached(cores, times):
+    """Time of the busiest of ``cores``."""
+    return float(max(times[c.blocks].sum(axis=0).max() for c in cores))
 
 
 def _replace_chip(packed, chip, cores):
@@ -238,19 +258,27 @@ def spread_chip(packed, chip, times, floor=0.0, max_cores=None):
     if current <= lo * (1 + SEARCH_TOL):
         return False
     best, best_time = None, current
-    hi = current
-    cap = lo
-    for _ in range(SEARCH_STEPS):
+    # The fewest cores that reach the floor, if any packing finds them.
+    cores = _pack_with_cap(packed, blocks, times, lo, max_cores)
+    if cores is None:
+        # Longest processing time first over every core: close to the shortest time
+        # (within 4/3 of the optimum without the other rules).
+        cores = _pack_with_cap(packed, blocks, times, np.inf, max_cores, spread=True)
+    if cores is not None and _reached(cores, times) < best_time * (1 - _EPS):
+        best, best_time = cores, _reached(cores, times)
+    hi = min(current, best_time)
+    cap = (lo + hi) / 2
+    # Then a bisection on the cap for a shorter time (or as short, on fewer cores).
+    while hi > lo * (1 + SEARCH_TOL):
         cores = _pack_with_cap(packed, blocks, times, cap, max_cores)
         if cores is not None:
-            reached = float(max(times[c.blocks].sum(axis=0).max() for c in cores))
-            if reached < best_time * (1 - _EPS):
+            reached = _reached(cores, times)
+            if reached < best_time * (1 - _EPS) or (
+                    best is not None and reached <= best_time and len(cores) < len(best)):
                 best, best_time = cores, reached
             hi = min(cap, reached)
         else:
             lo = cap
-        if hi <= lo * (1 + SEARCH_TOL):
-            break
         cap = (lo + hi) / 2
     if best is None:
         return False
@@ -414,8 +442,7 @@ def minimize_step_time(packed, ctx, strategy, options=None, max_chips=None,
         if trial is None:
             say(f"{k} chips: no plan")
             break
-        trial_start, trial_metrics = packed_step_time(trial, board, ctx.seed)
-        _spread_chips(trial, times, trial_metrics.time_terms.get("link_spikes", 0.0))
+        _spread_chips(trial, times, 0.0)
         trial_time, trial_metrics = packed_step_time(trial, board, ctx.seed)
         tried[int(k)] = trial_time
         say(f"{k} chips: step time {trial_time / 1000:.4g} us")
