@@ -149,9 +149,9 @@ class EnergyModel:
         synaptic spike operation, the maximum).
     synmem_word_ns : float
         Time for a core to read one 64-bit word of synapse memory. **Assumption**
-        (1 ns); Loihi 1's per-synop time above already includes its memory reads, so
-        this term only binds where a core reads more words than it performs
-        synaptic operations. Vary it in what-if studies.
+        (1 ns; no separate figure is published for Loihi 1, whose Table 1 times a whole
+        synaptic operation): the memory term then only binds where a core reads more
+        than 3.5 words per synaptic operation. Vary it in what-if studies.
     """
 
     #: Time constants that are assumptions rather than published numbers.
