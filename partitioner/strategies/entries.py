@@ -14,7 +14,8 @@ repairs what overflows.
 2. An over-full core keeps its blocks in order while they fit; the others go to other
    cores of the same chip, or to new cores while the chip has free cores. Moving a
    block between cores of one chip changes nobody's entries, so this creates no new
-   overflow.
+   overflow. On a full chip a block moves to the chip it exchanges most traffic with
+   that takes it, checked like a refinement move.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def fit_entries(packed, max_cores=None, keep_chips=False, choose_core=None):
     usage = packed.usage()[:, OUT_AXONS]
     for i in np.flatnonzero(usage > cap).tolist():
         before = _overflow(packed, i)
-        if not _split(packed, i, max_cores):
+        if not _split(packed, i, max_cores, keep_chips, choose_core):
             return before
     return None
 
@@ -135,9 +136,10 @@ def _move_alone(packed, b, max_cores, keep_chips, choose_core):
     return False
 
 
-def _split(packed, i, max_cores):
+def _split(packed, i, max_cores, keep_chips, choose_core):
     """Keep core ``i``'s blocks in order while they fit; the rest go to other cores of
-    its chip, or new ones. False when the chip runs out of cores."""
+    its chip, or new ones, or, on a full chip, to another chip. False when a block
+    finds no place."""
     ctx = packed.ctx
     core = packed.cores[i]
     chip = packed.core_chip[i]
@@ -155,12 +157,29 @@ def _split(packed, i, max_cores):
         j = _first_fit(packed, b, others)
         if j is not None:
             packed.add_block(b, j)
-        elif len(packed.chip_cores(chip)) < max_cores:
-            packed.new_core(b, chip)
-        else:
-            packed.new_core(b, chip)  # keep every block placed; the caller gives up
+            continue
+        full = len(packed.chip_cores(chip)) >= max_cores
+        packed.new_core(b, chip)
+        if full and not _move_elsewhere(packed, b, chip, max_cores, keep_chips,
+                                        choose_core):
             return False
     return True
+
+
+def _move_elsewhere(packed, b, chip, max_cores, keep_chips, choose_core):
+    """Move block ``b`` off its full ``chip`` to the chip it exchanges most traffic
+    with where it fits (entries of every core it touches included)."""
+    ctx = packed.ctx
+    if b in ctx.pins or keep_chips and len(packed.chip_cores(chip)) <= 1:
+        return False
+    traffic = ctx.traffic
+    chips = packed.block_chip()
+    start, stop = traffic.indptr[b], traffic.indptr[b + 1]
+    flow = np.bincount(chips[traffic.indices[start:stop]], weights=traffic.data[start:stop],
+                       minlength=packed.n_chips)
+    order = np.lexsort((np.arange(flow.size), -flow))
+    return any(packed.move_block(b, int(dest), choose_core, max_cores)
+               for dest in order.tolist() if dest != chip)
 
 
 def _overflow(packed, i):
