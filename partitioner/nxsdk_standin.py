@@ -287,11 +287,6 @@ class SynapseMapEntry:
                 return register.cxBase
         return 0
 
-    def runs(self):
-        """``(start, stop)`` synapse indices of each atom's run."""
-        starts = self.synapsePtr + self.synapseLen * np.arange(self.n_atoms)
-        return [(int(start), int(start) + self.synapseLen) for start in starts]
-
 
 class Table:
     """A fixed-size per-core table whose entries are created when first indexed.
@@ -603,8 +598,9 @@ class NxsdkCore:
         configured = self.configured_compartments()
         self._check_output_axons(configured)
         self._check_synapses()
+        used = self.synapses.used
         for axon_id, entry in self.input_axons():
-            self._check_input_axon(axon_id, entry, configured)
+            self._check_input_axon(axon_id, entry, configured, used)
         self._check_synapse_memory()
 
     def _check_output_axons(self, configured):
@@ -638,9 +634,9 @@ class NxsdkCore:
         for fmt_id in np.unique(self.synapses.fmt[used]):
             self.synapse_config(int(fmt_id))
 
-    def _check_input_axon(self, axon_id, entry, configured):
+    def _check_input_axon(self, axon_id, entry, configured, used):
         start, stop = entry.synapsePtr, entry.synapsePtr + entry.n_weights
-        if stop > self.synapses.size or not self.synapses.used[start:stop].all():
+        if stop > self.synapses.size or not used[start:stop].all():
             raise self.overflow(
                 "synapseMap", axon_id, TABLE_SIZES["synapseMap"],
                 f"input axon {axon_id} points at synapses [{start}, {stop}), "
@@ -648,27 +644,31 @@ class NxsdkCore:
             )
         fmt_id = int(self.synapses.fmt[start])
         cfg = self.synapse_config(fmt_id)
-        for run_start, run_stop in entry.runs():
-            self._check_index_width(fmt_id, cfg, run_start, run_stop)
-            targets = entry.cx_base + self.synapses.cidx[run_start:run_stop]
-            if np.any(targets >= COMPARTMENTS) or not configured[targets].all():
-                raise self.overflow(
-                    "synapseMap", axon_id, TABLE_SIZES["synapseMap"],
-                    f"input axon {axon_id} reaches compartments (cxBase "
-                    f"{entry.cx_base} + CIdx) that have no cxCfg entry",
-                )
+        # one row per atom's run of synapses
+        cidx = self.synapses.cidx[start:stop].reshape(entry.n_atoms, entry.synapseLen)
+        self._check_index_width(fmt_id, cfg, start, cidx)
+        targets = entry.cx_base + cidx
+        if np.any(targets >= COMPARTMENTS) or not configured[targets].all():
+            raise self.overflow(
+                "synapseMap", axon_id, TABLE_SIZES["synapseMap"],
+                f"input axon {axon_id} reaches compartments (cxBase "
+                f"{entry.cx_base} + CIdx) that have no cxCfg entry",
+            )
 
-    def _check_index_width(self, fmt_id, cfg, start, stop):
-        """The stored compartment indices of one run must fit the format's width.
+    def _check_index_width(self, fmt_id, cfg, start, cidx):
+        """The stored compartment indices of each run must fit the format's width.
 
-        A sparse run stores every index; a dense run stores its first index only.
+        ``cidx`` holds the runs of one input axon, one row per atom, starting at
+        synapse ``start``. A sparse run stores every index; a dense run stores its
+        first index only.
         """
         size = 2**cfg.real_idx_bits
         sparse = cfg.compression == SPARSE
-        stored = self.synapses.cidx[start:stop if sparse else start + 1]
+        stored = cidx if sparse else cidx[:, :1]
         wide = np.flatnonzero(stored >= size)
         if wide.size:
-            i = start + int(wide[0])
+            row, col = divmod(int(wide[0]), stored.shape[1])
+            i = start + row * cidx.shape[1] + col
             kind = "sparse index" if sparse else "dense prefix offset"
             raise self.overflow(
                 "synapses", i, size,
@@ -802,12 +802,15 @@ class NxsdkBoard:
         """
         for core in self.cores():
             core.check()
+            targets = {}  # each target once, named by the first axon sent to it
             for axon in core.output_axons:
+                targets.setdefault((axon.dst_chip, axon.dst_core, axon.dst_axon), axon)
+            for (chip_id, core_id, axon_id), axon in targets.items():
                 source = (
                     f"output axon from chip {core.chip_index}, core {core.id}, "
                     f"compartment {axon.src_compartment}"
                 )
-                self.input_axon(axon.dst_chip, axon.dst_core, axon.dst_axon, source)
+                self.input_axon(chip_id, core_id, axon_id, source)
         for generator in self.spike_generators:
             for spike in generator.spikes:
                 source = f"host spike at step {spike.time}"
