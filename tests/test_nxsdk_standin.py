@@ -575,6 +575,34 @@ def test_population_keys_count_once_and_interchip_once_more():
     assert len(core.output_axon_groups()) == 6
 
 
+@pytest.mark.parametrize(
+    "compression, wide_index, bad_synapse", [(0, 6, 6), (3, 4, 4), (3, 5, None)]
+)
+def test_index_width_is_checked_in_every_atom_run(compression, wide_index, bad_synapse):
+    """One input axon with three atom runs of 4 synapses; run 1 has index 64, which
+    a 6-bit index cannot hold where it is stored (sparse: every index; dense: only
+    the first of a run)."""
+    board, core = one_core_board(n_synapses=12)
+    write_format(
+        core, 1, SynapseConfig(weight_bits=7, idx_bits=1, n_synapses=63,
+                               fanout_type=1, compression=compression),
+    )
+    for i in range(128):
+        core.cxCfg[i].configure(bias=0)
+    cidx = np.tile(np.arange(4), 3)
+    cidx[wide_index] = 64
+    core.synapses.record(np.arange(12), cidx, 1, 1, 0)
+    entry = core.synapseMap[0]
+    entry.synapsePtr, entry.synapseLen, entry.popSize = 0, 4, 3
+
+    if bad_synapse is None:
+        board.check()
+        return
+    with pytest.raises(StandinOverflow, match="6-bit") as info:
+        board.check()
+    assert (info.value.index, info.value.size) == (bad_synapse, 64)
+
+
 def test_output_axon_to_unconfigured_input_axon():
     board, core = one_core_board()
     core.cxCfg[0].configure(bias=0)
