@@ -53,10 +53,12 @@ costs them:
   own chip takes one more entry.
 
 nengo-loihi's ``build_axon`` gives every compartment of a block the ``popId`` of the
-first input axon it reaches, and nengo-loihi's issue 326 ("Number of AxonCfg
-registers exceeded") is the hardware refusing a board whose cores exceed the 4,096
-entries once the inter-chip entries are added. The count is made from the recorded
-calls alone; nothing of the partitioner's own resource model is used.
+first input axon it reaches. nengo-loihi's own check (``block.utilization()``,
+target axons times slots per axon) misses the inter-chip entries and counts discrete
+axons that share a target axon once; its issue 326 reports Loihi refusing boards
+that had passed it ("Number of AxonCfg registers exceeded"). The count here is made
+from the recorded calls alone; nothing of the partitioner's own resource model is
+used.
 
 Three entry points:
 
