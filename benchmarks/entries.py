@@ -101,12 +101,14 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     board = get_board("nahuku32")
     cases = []
-    for n in (1_000, 10_000, 100_000):
+    sizes = {1_000: ("nahuku32", 24), 10_000: ("pohoiki_beach", 64),
+             100_000: ("pohoiki_springs", 768)}
+    for n, (board_name, chips) in sizes.items():
         graph = random_graph(n, seed=0, large_fraction=0.5)
-        spring = get_board("pohoiki_springs") if n == 100_000 else board
-        cases.append((f"synthetic {n:,}, fewest chips", graph, spring, None, False, None))
-        chips = 24 if n < 100_000 else 768
-        cases.append((f"synthetic {n:,}, spread over {chips} chips", graph, spring, chips,
+        big = get_board(board_name)
+        cases.append((f"synthetic {n:,} on {board_name}, fewest chips", graph, big, None,
+                      False, None))
+        cases.append((f"synthetic {n:,} spread over {chips} chips", graph, big, chips,
                       True, None))
     if not args.quick:
         t0 = time.perf_counter()
