@@ -381,7 +381,12 @@ def _ensemble_shapes(model, blocks, objs, offenders):
 
 
 def _current_block_shape(model, ens):
-    config = getattr(model, "config", None)
+    """The block shape nengo-loihi read for ``ens``: from the config of the network
+    that holds it (the model's own config is gone once a build has stopped)."""
+    top = getattr(model, "toplevel", None)
+    networks = [] if top is None else [top] + list(top.all_networks)
+    owner = next((net for net in networks if ens in net.ensembles), None)
+    config = owner.config if owner is not None else getattr(model, "config", None)
     if config is None:
         return None
     try:
