@@ -128,12 +128,10 @@ class Packed:
         return self._usage[:n]
 
     def replace_core(self, i, core):
-        """Replace core ``i`` by ``core`` on the same chip; ``core`` holds some of its
-        blocks (set `block_core` of the others before placing them elsewhere)."""
-        self._set_core(i, core)
+        """Replace core ``i`` by ``core`` on the same chip and record its usage.
 
-    def _set_core(self, i, core):
-        """Replace core ``i`` (same chip) and record its usage."""
+        ``core`` holds some of core ``i``'s blocks; set `block_core` of the others
+        before placing them elsewhere."""
         self._cores[i] = core
         if self._usage is not None:
             self._usage[i] = core.used
@@ -308,7 +306,7 @@ class Packed:
         self.block_core[b] = -1
         if rest:
             ctx = self.ctx
-            self._set_core(i, CoreBin.of(ctx.graph, ctx.limits, ctx.keys, rest))
+            self.replace_core(i, CoreBin.of(ctx.graph, ctx.limits, ctx.keys, rest))
         else:
             self.delete_core(i)
 
@@ -391,7 +389,7 @@ class Packed:
             if not scan.place(b, res):
                 return False
         for j, cand in scan.staged.items():
-            self._set_core(j, cand)
+            self.replace_core(j, cand)
             self.block_core[cand.blocks] = j
         self.delete_core(i)
         return True
