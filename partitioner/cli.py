@@ -102,6 +102,7 @@ COMPARE_COLUMNS = (
     Column("chips", "chips", "d", "min"),
     Column("cores", "cores", "d", "min"),
     Column("mean_core_utilization_pct", "util %", ".1f", "max"),
+    Column("cores_over_limit", "cores over limit", "d", "min"),
     Column("interchip_axons", "ic axons", ".0f", "min"),
     Column("interchip_spikes", "ic spikes/step", ".1f", "min"),
     Column("max_link_load", "max link", ".1f", "min"),

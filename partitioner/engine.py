@@ -19,6 +19,7 @@ from partitioner.packing import BlockKeys, check_blocks, effective_size
 from partitioner.plan import Plan
 from partitioner.strategies import greedy, metis
 from partitioner.strategies.common import Context, interchip_spikes
+from partitioner.strategies.entries import fit_entries
 from partitioner.strategies.refine import consolidate, refine
 from partitioner.strategies.steptime import minimize_step_time
 
@@ -172,6 +173,13 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
             packed, step_info = minimize_step_time(
                 packed, ctx, STRATEGIES[strategy], options, max_chips, do_refine, say)
         info = {**info, "step_time": step_info}
+    with clock("entries"):
+        # Refinement and consolidation keep entries within the limit move by move;
+        # this recount is the guarantee every returned plan gets.
+        if fit_entries(packed, keep_chips=spread) is not None:
+            packed = _run_strategy(ctx, STRATEGIES[strategy], k, options, say)
+            consolidate(packed)
+            packed.compact_chips()
 
     with clock("plan"):
         block_chip = packed.block_chip()
@@ -272,7 +280,7 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
         say(f"trying {k} chip(s)")
         start = time.perf_counter()
         ctx.notes.clear()
-        packed = strategy(ctx, k, **options)
+        packed = _run_strategy(ctx, strategy, k, options, say)
         if packed is not None:
             say(f"{k} chip(s) fit ({time.perf_counter() - start:.2f} s)")
             return packed, k
@@ -282,6 +290,7 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
         say(f"{k} chip(s) do not fit ({time.perf_counter() - start:.2f} s{guess})")
         # A strategy that found its cores cannot fit k chips says how many they need.
         k = max(k + 1, min(ctx.notes.get("min_chips", 0), max_chips))
+    _raise_for_entries(ctx, max_chips)
     if ctx.spread:
         raise InfeasibleError(
             f"Could not spread the model ({ctx.graph.n_blocks} blocks) over exactly "
@@ -293,6 +302,42 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
         f"Could not place the model on {max_chips} chip(s) of {ctx.board.name} "
         f"({ctx.graph.n_blocks} blocks). Allow more chips, use a larger board, or make "
         f"blocks smaller (see partitioner.fit_block_shapes)."
+    )
+
+
+def _run_strategy(ctx, strategy, k, options, say):
+    """``strategy`` at ``k`` chips, with every core's output axon entries fitted to the
+    chip assignment it chose (`strategies.entries.fit_entries`); None if no plan."""
+    ctx.keys.set_extra(np.zeros(ctx.graph.n_blocks, dtype=np.int64))
+    packed = strategy(ctx, k, **options)
+    if packed is None:
+        return None
+    overflow = fit_entries(packed, keep_chips=ctx.spread)
+    if overflow is None:
+        return packed
+    ctx.notes["entries"] = overflow
+    say(f"{k} chip(s): {overflow.text(ctx.graph)}")
+    if overflow.pinned:
+        _raise_for_entries(ctx, k)
+    return None
+
+
+def _raise_for_entries(ctx, max_chips):
+    """`InfeasibleError` for a core whose output axon entries could not be fitted."""
+    overflow = ctx.notes.get("entries")
+    if overflow is None:
+        return
+    if ctx.pins:
+        fix = ("Pin the blocks it sends to onto the same chip as their sender (or leave "
+               "them unpinned), or unpin the sender")
+    elif ctx.spread:
+        fix = "Spread over fewer chips, or drop spread=True to use the fewest chips"
+    else:
+        fix = "Allow more chips"
+    raise InfeasibleError(
+        f"Could not place the model on {max_chips} chip(s) of {ctx.board.name}: "
+        f"{overflow.text(ctx.graph)}. {fix}; or split the sending ensemble into "
+        f"smaller blocks (nengo_loihi.BlockShape) so that each block's axons fit."
     )
 
 

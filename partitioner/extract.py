@@ -10,9 +10,10 @@ entries it occupies, counted the way nengo-loihi's hardware builder spends them:
 * input axon (synapse map) ids: the axons ``Core.add_synapse`` numbers, i.e. the
   non-dummy axons of every synapse times ``Synapse.idxs_per_synapse()`` (2 for learning
   synapses);
-* output axon entries: one per (source compartment, ``Axon``) pair that ``build_axon``
-  turns into a hardware axon (the compartment maps to a target axon, and that target
-  axon is not a dummy), two for pop32 targets;
+* output axon config entries as Loihi's compiler counts them (`_axon_entries`): one
+  per source compartment for discrete axons, 1 (pop16) or 2 (pop32) per distinct
+  (population, target axon) for population axons; and, per block pair, the extra
+  entry each of those costs when the target block is on another chip;
 * synapse bits in the synapse's original format (`partitioner.formats`), and the bits
   the block needs when its formats are widened to sit at an offset on a shared core.
 
@@ -380,7 +381,12 @@ def _ensemble_shapes(model, blocks, objs, offenders):
 
 
 def _current_block_shape(model, ens):
-    config = getattr(model, "config", None)
+    """The block shape nengo-loihi read for ``ens``: from the config of the network
+    that holds it (the model's own config is gone once a build has stopped)."""
+    top = getattr(model, "toplevel", None)
+    networks = [] if top is None else [top] + list(top.all_networks)
+    owner = next((net for net in networks if ens in net.ensembles), None)
+    config = owner.config if owner is not None else getattr(model, "config", None)
     if config is None:
         return None
     try:
@@ -619,13 +625,74 @@ def _axon_targets(axon, n_sources):
     return np.asarray(axon.map_axon(np.arange(n_sources)), dtype=np.int64)
 
 
-def _out_entries(axon, n_sources, live):
-    """Output axon entries ``build_axon`` creates for ``axon``."""
-    targets = _axon_targets(axon, n_sources)
-    mapped = targets >= 0
-    alive = live[id(axon.target)]
-    n = int(np.count_nonzero(alive[targets[mapped]]))
-    return n * (2 if axon.target.pop_type == 32 else 1)
+def _axon_entries(block, live, owner, synapse_ids):
+    """Output axon config entries of each of ``block``'s axons, as Loihi counts them.
+
+    Per axon: ``(target block, entries on one chip, extra entries on another chip)``.
+
+    * discrete (``pop_type`` 0): one entry per source compartment that maps to a live
+      (non-dummy) target axon, and one more each when the target is on another chip;
+    * pop16 / pop32: 1 / 2 entries per distinct (population, target axon), and one
+      more each on another chip. A compartment's population is the first live
+      population target axon it reaches, in axon order: ``build_axon`` gives all
+      compartments reaching one target synapse-map entry first the same ``popId``.
+
+    Sources: Intel's DNN compiler for Loihi (NxTF, ``OutputAxonGroup._updateCost``:
+    discrete 1, shared 2, +1 when the destination is on another chip) and
+    nengo-loihi's ``build_axon`` (``popId``); see ``docs/rules.md``.
+    """
+    n_comp = block.compartment.n_compartments
+    population = np.full(n_comp, -1, dtype=np.int64)
+    out = []
+    for axon in block.axons:
+        synapse = axon.target
+        targets = _axon_targets(axon, n_comp)
+        alive = live[id(synapse)]
+        sends = np.flatnonzero(targets >= 0)
+        sends = sends[alive[targets[sends]]]
+        j = _target_block(owner, axon, block)
+        if synapse.pop_type == 0:
+            out.append((j, sends.size, sends.size))
+            continue
+        # A target axon is identified by (synapse, axon index).
+        key = synapse_ids[id(synapse)] * (1 << 32) + targets[sends]
+        fresh = sends[population[sends] < 0]
+        population[fresh] = key[population[sends] < 0]
+        pairs = _distinct_pairs(population[sends], key)
+        per_pair = 2 if synapse.pop_type == 32 else 1
+        out.append((j, per_pair * pairs, pairs))
+    return out
+
+
+def _distinct_pairs(a, b):
+    """Number of distinct ``(a[i], b[i])`` pairs."""
+    if a.size == 0:
+        return 0
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    return 1 + int(np.count_nonzero((a[1:] != a[:-1]) | (b[1:] != b[:-1])))
+
+
+def _entry_matrices(entries, n_blocks):
+    """``(out_entries, interchip_entries)`` CSR matrices from `_axon_entries` lists.
+
+    Row ``i``, column ``j``: entries block ``i``'s axons into block ``j`` take on one
+    chip, and the extra entries they take when ``j`` is on another chip (none on the
+    diagonal: a block is always on its own chip).
+    """
+    rows, cols, base, extra = [], [], [], []
+    for i, block_entries in enumerate(entries):
+        for j, e, x in block_entries:
+            rows.append(i)
+            cols.append(j)
+            base.append(e)
+            extra.append(0 if j == i else x)
+    shape = (n_blocks, n_blocks)
+    out = _coo_csr(rows, cols, base, shape)
+    interchip = _coo_csr(rows, cols, extra, shape)
+    out.eliminate_zeros()
+    interchip.eliminate_zeros()
+    return out, interchip
 
 
 def _bits_per_axon(cfg, n_weights):
@@ -650,10 +717,11 @@ def _round_up(bits, unit):
     return -unit * (-np.asarray(bits) // unit)
 
 
-def _resources(blocks, sizes, live):
+def _resources(blocks, sizes, live, entries):
     """(n_blocks, 4) resources and (n_blocks,) shared synapse bits.
 
-    ``sizes`` and ``live`` map ``id(synapse)`` to its weight counts and live axons.
+    ``sizes`` and ``live`` map ``id(synapse)`` to its weight counts and live axons;
+    ``entries`` holds each block's `_axon_entries`.
     """
     table = np.zeros((len(blocks), 4), dtype=np.int64)
     shared = np.zeros(len(blocks), dtype=np.int64)
@@ -664,7 +732,7 @@ def _resources(blocks, sizes, live):
             int(np.count_nonzero(live[id(s)])) * s.idxs_per_synapse()
             for s in block.synapses
         )
-        table[i, 2] = sum(_out_entries(ax, n_comp, live) for ax in block.axons)
+        table[i, 2] = sum(e for _, e, _ in entries[i])
         for synapse in block.synapses:
             cfg = formats.original_format(synapse)
             wide = formats.widened_format(cfg, _LIMITS.shared_index_bits)
@@ -983,7 +1051,10 @@ def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
     sizes = {id(s): _weight_sizes(s) for s in synapses}
     live = {id(s): _live_axons(s, sizes[id(s)]) for s in synapses}
     owner = _synapse_owner(blocks)
-    resources, shared = _resources(blocks, sizes, live)
+    synapse_ids = {id(s): k for k, s in enumerate(synapses)}
+    entries = [_axon_entries(b, live, owner, synapse_ids) for b in blocks]
+    resources, shared = _resources(blocks, sizes, live, entries)
+    out_entries, interchip_entries = _entry_matrices(entries, len(blocks))
     compartment_cfgs, vth_cfgs = _compartment_configs(blocks)
     configs = {"compartment_cfgs": compartment_cfgs, "vth_cfgs": vth_cfgs}
     configs.update(_synapse_configs(blocks))
@@ -1008,6 +1079,8 @@ def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
         pop16_in_limit=pop16,
         axons=axons,
         spikes=spikes,
+        out_entries=out_entries,
+        interchip_entries=interchip_entries,
         input_labels=_input_labels(inputs, owner, sources),
         input_axons=input_axons,
         input_spikes=input_spike_matrix,

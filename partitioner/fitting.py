@@ -1003,6 +1003,7 @@ class _Ax:
         self.target = target  # _Syn
         self.map = np.asarray(axon.map_axon(np.arange(n_sources)), dtype=np.int64)
         self.slots = axon.slots_per_axon
+        self.population = axon.pop_type != 0
 
 
 class _Analysis:
@@ -1122,8 +1123,10 @@ class _Analysis:
         return total
 
     def out_needs(self, i, tiling, tilings):
-        """``(output entries, axons)`` per block of ``i``; entries are the larger of
-        ours (as ``build_axon`` creates them) and nengo-loihi's ``axon_slots``."""
+        """``(output entries, axons)`` per block of ``i``, with every target on the same
+        chip: for discrete axons one entry per source compartment and target block it
+        reaches (at least nengo-loihi's ``axon_slots``), for population axons 1 (pop16)
+        or 2 (pop32) per target axon reached, as ``partitioner.extract`` counts them."""
         entries = np.zeros(tiling.n, dtype=np.int64)
         axons = np.zeros(tiling.n, dtype=np.int64)
         for ax in self.axons[i]:
@@ -1149,7 +1152,9 @@ class _Analysis:
             per_target = deg[targets] if target.n > 1 else np.ones(targets.size)
             axons = np.bincount(tiles, weights=per_target,
                                 minlength=tiling.n).astype(np.int64)
-            self._out[key] = (np.maximum(ours, axons * ax.slots), axons)
+            # Compartments reaching one target axon share one population axon.
+            entries = axons * ax.slots if ax.population else np.maximum(ours, axons)
+            self._out[key] = (entries, axons)
         return self._out[key]
 
     def pop16_misaligned(self, i, tiling):

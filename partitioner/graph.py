@@ -56,8 +56,9 @@ class TrafficGraph:
         The nengo object each block came from, for messages.
     resources : (n_blocks, 4) int64 ndarray
         Columns ``RESOURCES``: compartments, input axon (synapse map) entries, output
-        axon entries as ``build_axon`` creates them, synapse bits in the block's own
-        synapse formats (as at compartment offset 0).
+        axon config entries with every target on the block's own chip (the row sums
+        of ``out_entries``), synapse bits in the block's own synapse formats (as at
+        compartment offset 0).
     shared_synapse_bits : (n_blocks,) int64 ndarray
         Synapse bits when the block sits at a compartment offset above 0, where its
         synapse formats are widened to address the whole core.
@@ -81,6 +82,14 @@ class TrafficGraph:
         Axons from source block (row) to target block (column), self-loops removed.
     spikes : scipy.sparse.csr_matrix (n_blocks, n_blocks)
         Expected spikes per time step on the same edges.
+    out_entries : scipy.sparse.csr_matrix (n_blocks, n_blocks), optional
+        Output axon config entries the axons from block ``i`` (row) into block ``j``
+        (column) take on ``i``'s core when ``j`` is on the same chip; the diagonal
+        holds a block's axons into itself. Default: each block's
+        ``resources[:, out_axons]`` on the diagonal.
+    interchip_entries : scipy.sparse.csr_matrix (n_blocks, n_blocks), optional
+        Extra entries the same axons take when ``j`` is on another chip (one per
+        discrete axon or population axon; zero diagonal). Default: none.
     input_labels : list of str
         Host inputs (spike inputs into the chip).
     input_axons, input_spikes : scipy.sparse.csr_matrix (n_inputs, n_blocks)
@@ -123,6 +132,8 @@ class TrafficGraph:
     pop16_in_limit: np.ndarray
     axons: sp.csr_matrix
     spikes: sp.csr_matrix
+    out_entries: sp.csr_matrix = None
+    interchip_entries: sp.csr_matrix = None
     input_labels: list = field(default_factory=list)
     input_axons: sp.csr_matrix = None
     input_spikes: sp.csr_matrix = None
@@ -145,6 +156,7 @@ class TrafficGraph:
         self.pop_sender = np.asarray(self.pop_sender, dtype=bool)
         self.axons = sp.csr_matrix(self.axons, shape=(n, n), dtype=np.float64)
         self.spikes = sp.csr_matrix(self.spikes, shape=(n, n), dtype=np.float64)
+        self._entry_fields(n)
         n_in = len(self.input_labels)
         if self.input_axons is None:
             self.input_axons = _empty_csr(n_in, n)
@@ -159,6 +171,27 @@ class TrafficGraph:
             self.configs[kind] = sp.csr_matrix(mat, dtype=bool)
         self._init_work()
         self._check_shapes()
+
+    def _entry_fields(self, n):
+        """Normalize ``out_entries`` and ``interchip_entries`` (int64 CSR)."""
+        if self.out_entries is None:
+            out = self.resources[:, RESOURCES.index("out_axons")]
+            self.out_entries = sp.diags(out.astype(np.float64), format="csr")
+        if self.interchip_entries is None:
+            self.interchip_entries = _empty_csr(n, n)
+        self.out_entries = sp.csr_matrix(self.out_entries, shape=(n, n), dtype=np.int64)
+        inter = sp.csr_matrix(self.interchip_entries, shape=(n, n), dtype=np.int64)
+        inter.setdiag(0)
+        inter.eliminate_zeros()
+        self.interchip_entries = inter
+        self._interchip_csc = None
+        self._interchip_totals = None
+        rows = np.asarray(self.out_entries.sum(axis=1)).ravel()
+        if not np.array_equal(rows, self.resources[:, RESOURCES.index("out_axons")]):
+            raise ExtractionError(
+                "TrafficGraph.out_entries rows do not add up to the output axon column of "
+                "resources. Give out_entries whose row sums are each block's entries."
+            )
 
     def _init_work(self):
         """Synaptic work fields, derived from the spikes where not given."""
@@ -284,6 +317,61 @@ class TrafficGraph:
         """Sum of block-to-block axons (self-loops excluded)."""
         return float(self.axons.sum())
 
+    # --------------------------------------------------- output axon entries
+    @property
+    def interchip_entries_csc(self):
+        """``interchip_entries`` in CSC form (who sends to each block), cached."""
+        if self._interchip_csc is None:
+            self._interchip_csc = self.interchip_entries.tocsc()
+        return self._interchip_csc
+
+    @property
+    def interchip_entry_totals(self):
+        """(n_blocks,) extra entries of each block if every target were off-chip."""
+        if self._interchip_totals is None:
+            self._interchip_totals = np.asarray(
+                self.interchip_entries.sum(axis=1)).ravel().astype(np.int64)
+        return self._interchip_totals
+
+    def interchip_extra(self, block_chip):
+        """Extra output axon entries each block needs for targets on other chips.
+
+        Parameters
+        ----------
+        block_chip : (n_blocks,) int array
+            Chip of every block.
+
+        Returns
+        -------
+        (n_blocks,) int64 ndarray
+            Add to ``resources[:, out_axons]`` for each block's entries on its core.
+        """
+        m = self.interchip_entries
+        if m.nnz == 0:
+            return np.zeros(self.n_blocks, dtype=np.int64)
+        block_chip = np.asarray(block_chip)
+        rows = np.repeat(np.arange(self.n_blocks), np.diff(m.indptr))
+        off = block_chip[rows] != block_chip[m.indices]
+        return np.bincount(rows[off], weights=m.data[off],
+                           minlength=self.n_blocks).astype(np.int64)
+
+    def block_out_entries(self, block_chip=None):
+        """Output axon config entries each block takes on its core.
+
+        Parameters
+        ----------
+        block_chip : (n_blocks,) int array, optional
+            Chip of every block; without it every target counts as on-chip.
+
+        Returns
+        -------
+        (n_blocks,) int64 ndarray
+        """
+        base = self.resources[:, RESOURCES.index("out_axons")]
+        if block_chip is None:
+            return base.copy()
+        return base + self.interchip_extra(block_chip)
+
     # ---------------------------------------------------------- synaptic work
     def block_work(self):
         """Work each block's core does for it per time step.
@@ -387,7 +475,7 @@ class TrafficGraph:
 
         return {
             "format": "loihi-partitioner.traffic-graph",
-            "version": 1,
+            "version": 2,
             "fingerprint": self.fingerprint(),
             "labels": list(self.labels),
             "sources": list(self.sources),
@@ -402,6 +490,8 @@ class TrafficGraph:
             "pop16_in_limit": self.pop16_in_limit.tolist(),
             "axons": csr(self.axons),
             "spikes": csr(self.spikes),
+            "out_entries": csr(self.out_entries),
+            "interchip_entries": csr(self.interchip_entries),
             "input_labels": list(self.input_labels),
             "input_axons": csr(self.input_axons),
             "input_spikes": csr(self.input_spikes),
@@ -447,6 +537,9 @@ class TrafficGraph:
             pop16_in_limit=data["pop16_in_limit"],
             axons=csr(data["axons"]),
             spikes=csr(data["spikes"]),
+            out_entries=csr(data["out_entries"]) if "out_entries" in data else None,
+            interchip_entries=(csr(data["interchip_entries"])
+                               if "interchip_entries" in data else None),
             input_labels=data["input_labels"],
             input_axons=csr(data["input_axons"]),
             input_spikes=csr(data["input_spikes"]),

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from partitioner.errors import PlanError
 from partitioner.graph import RESOURCES, WORK_TERMS
 from partitioner.hardware import BOARDS, CoreLimits, get_board
+from partitioner.packing import core_entries
 from partitioner.plan import Plan
 
 __all__ = [
@@ -126,7 +127,13 @@ class PlanMetrics:
         Largest entry of ``link_load``.
     core_utilization : (n_cores, 8) float ndarray
         Fraction of each `CoreLimits` capacity used per core, columns
-        `UTILIZATION_NAMES`.
+        `UTILIZATION_NAMES` (above 1 where a core breaks a limit, as nengo-loihi's
+        own plans can).
+    core_out_entries, core_interchip_entries : (n_cores,) int ndarray
+        Output axon config entries of each core, and how many of them are the extra
+        entries of axons to blocks on other chips.
+    cores_over_limit : int
+        Cores over any capacity (such a plan would not build on Loihi).
     mean_core_utilization, max_core_utilization : dict of str -> float
         Mean / max of each column of ``core_utilization`` over cores.
     mean_core_load, max_core_load : float
@@ -202,6 +209,9 @@ class PlanMetrics:
     link_load: np.ndarray
     max_link_load: float
     core_utilization: np.ndarray
+    core_out_entries: np.ndarray
+    core_interchip_entries: np.ndarray
+    cores_over_limit: int
     mean_core_utilization: dict
     max_core_utilization: dict
     mean_core_load: float
@@ -292,6 +302,9 @@ class PlanMetrics:
             max_link_load=float(self.max_link_load),
             chip_pairs=self.chip_pairs(),
             links=self.links(),
+            max_core_out_entries=int(self.core_out_entries.max(initial=0)),
+            max_core_interchip_entries=int(self.core_interchip_entries.max(initial=0)),
+            cores_over_limit=int(self.cores_over_limit),
             mean_core_utilization=dict(self.mean_core_utilization),
             max_core_utilization=dict(self.max_core_utilization),
             mean_core_load=float(self.mean_core_load),
@@ -316,6 +329,8 @@ class PlanMetrics:
         if per_core:
             out["utilization_names"] = list(UTILIZATION_NAMES)
             out["core_utilization"] = self.core_utilization.tolist()
+            out["core_out_entries"] = self.core_out_entries.tolist()
+            out["core_interchip_entries"] = self.core_interchip_entries.tolist()
             if self.core_work is not None:
                 out["work_names"] = list(WORK_TERMS)
                 out["core_work"] = self.core_work.tolist()
@@ -577,7 +592,9 @@ def link_loads(chip_load, chip_position, mesh_shape):
 def core_utilization(graph, plan, limits=None):
     """Fraction of each core capacity used, per core.
 
-    A block after the first on its core counts its widened synapse memory
+    Output axon entries count one more entry for every axon whose target block is on
+    another chip (`TrafficGraph.block_out_entries`). A block after the first on its
+    core counts its widened synapse memory
     (``graph.shared_synapse_bits``) and widened synapse formats
     (``configs["synapse_cfgs_shared"]``); config tables count distinct keys. Own and
     widened synapse formats are taken to share one key space (equal column, equal
@@ -603,6 +620,8 @@ def core_utilization(graph, plan, limits=None):
     res = graph.resources.astype(np.float64).copy()
     syn = RESOURCES.index("synapse_bits")
     res[:, syn] = np.where(first, res[:, syn], graph.shared_synapse_bits)
+    out = RESOURCES.index("out_axons")
+    res[:, out] = graph.block_out_entries(plan.block_chip)
     used = _column_sums(res, block_core, n_cores)
     frac = [used / limits.capacity_vector()]
 
@@ -944,6 +963,8 @@ def evaluate(graph, plan, board=None):
 
     util = core_utilization(graph, plan, limits)
     core_load = util.max(axis=1) if util.size else np.zeros(0)
+    core_out, core_inter = core_entries(graph, plan.block_core, plan.block_chip,
+                                        plan.n_cores)
     compartments = graph.compartments.astype(np.float64)
     chip_comp = np.bincount(plan.block_chip, weights=compartments, minlength=plan.n_chips)
 
@@ -986,6 +1007,9 @@ def evaluate(graph, plan, board=None):
         link_load=loads,
         max_link_load=max_link,
         core_utilization=util,
+        core_out_entries=core_out,
+        core_interchip_entries=core_inter,
+        cores_over_limit=int((util > 1 + 1e-12).any(axis=1).sum()) if util.size else 0,
         mean_core_utilization={
             n: stat(np.mean, util[:, j]) for j, n in enumerate(UTILIZATION_NAMES)
         },

@@ -27,7 +27,8 @@ of what the partitioner believes fits on a core.
 Indexing a table past its size, or with a negative index, raises `StandinOverflow`.
 After the build, `NxsdkBoard.check` inspects the recorded state:
 
-* output axon entries per core (one per discrete or pop16 axon, two per pop32 axon);
+* output axon config entries per core, as Loihi's compiler counts them (see
+  `NxsdkCore.output_entries`);
 * synapse memory per core, from the recorded synapse formats
   (`nengo_loihi.block.SynapseConfig.bits_per_axon`, each synapse run counted once);
 * every synapse uses a configured format other than the reserved format 0, and its
@@ -38,6 +39,26 @@ After the build, `NxsdkBoard.check` inspects the recorded state:
 * every synapse targets a configured compartment (``cxBase + CIdx``), every output
   axon leaves a configured compartment and reaches a configured input axon, and
   every spike sent from the host reaches a configured input axon.
+
+Output axon config entries are counted from the ``create*Axon`` calls recorded on
+each core, as Intel's Loihi DNN compiler (NxTF, ``OutputAxonGroup._updateCost`` in
+``nxsdk_modules_ncl/dnn/src/data_structures.py`` of ``intel-nrc-ecosystem/models``)
+costs them:
+
+* a discrete axon (``createDiscreteAxon``) takes one entry per call;
+* pop16 and pop32 axons take 1 and 2 entries per distinct (``popId``, ``dstChipId``,
+  ``dstCoreId``, ``dstSynMapId``): one population of source compartments sending to
+  one input axon shares its entries, however many compartments (atoms) it has;
+* each discrete axon and each such population whose ``dstChipId`` is not the core's
+  own chip takes one more entry.
+
+nengo-loihi's ``build_axon`` gives every compartment of a block the ``popId`` of the
+first input axon it reaches. nengo-loihi's own check (``block.utilization()``,
+target axons times slots per axon) misses the inter-chip entries and counts discrete
+axons that share a target axon once; its issue 326 reports Loihi refusing boards
+that had passed it ("Number of AxonCfg registers exceeded"). The count here is made
+from the recorded calls alone; nothing of the partitioner's own resource model is
+used.
 
 Three entry points:
 
@@ -77,6 +98,7 @@ from partitioner.errors import CoreRuleError
 
 __all__ = [
     "StandinOverflow",
+    "OutputEntries",
     "NxsdkBoard",
     "NxsdkChip",
     "NxsdkCore",
@@ -125,8 +147,11 @@ OUTPUT_AXON_ENTRIES = 4096
 SYNAPSE_MEMORY_BITS = 16384 * 64
 #: Compartments per core; a synapse's compartment index must be below this.
 COMPARTMENTS = TABLE_SIZES["cxCfg"]
-#: Output axon entries taken by each kind of axon.
+#: Output axon config entries of one discrete axon, and of one population of pop16 or
+#: pop32 axons (one ``popId`` sending to one input axon).
 AXON_ENTRIES = {"discrete": 1, "pop16": 1, "pop32": 2}
+#: Extra entries of a discrete axon or a population whose target is on another chip.
+INTERCHIP_ENTRIES = 1
 
 #: NxSDK synapse format field -> `SynapseConfig` parameter (as ``build_core`` writes).
 SYNAPSE_FMT_FIELDS = {
@@ -157,6 +182,12 @@ OutputAxon = namedtuple(
     "OutputAxon", "kind src_compartment dst_chip dst_core dst_axon pop_id atom"
 )
 OutputAxon.__doc__ = "One output axon made on a core; ``kind`` is discrete/pop16/pop32."
+
+OutputEntries = namedtuple("OutputEntries", "entries interchip")
+OutputEntries.__doc__ = (
+    "Output axon config entries of a core: ``entries`` in all, of which "
+    "``interchip`` are the extra entries of axons to other chips."
+)
 
 Spike = namedtuple("Spike", "kind time chip core axon atom")
 Spike.__doc__ = "One spike the host sent through `SpikeGen`."
@@ -257,11 +288,6 @@ class SynapseMapEntry:
             if "cxBase" in vars(register):
                 return register.cxBase
         return 0
-
-    def runs(self):
-        """``(start, stop)`` synapse indices of each atom's run."""
-        starts = self.synapsePtr + self.synapseLen * np.arange(self.n_atoms)
-        return [(int(start), int(start) + self.synapseLen) for start in starts]
 
 
 class Table:
@@ -462,21 +488,63 @@ class NxsdkCore:
         )
 
     def createDiscreteAxon(self, **kwargs):  # noqa: N802 (NxSDK name)
-        """Record a discrete axon (one output entry)."""
+        """Record a discrete axon."""
         self._create_axon("discrete", **kwargs)
 
     def createPop16Axon(self, **kwargs):  # noqa: N802 (NxSDK name)
-        """Record a pop16 axon (one output entry)."""
+        """Record one source compartment (atom) of a pop16 axon."""
         self._create_axon("pop16", **kwargs)
 
     def createPop32Axon(self, **kwargs):  # noqa: N802 (NxSDK name)
-        """Record a pop32 axon (two output entries)."""
+        """Record one source compartment (atom) of a pop32 axon."""
         self._create_axon("pop32", **kwargs)
+
+    def output_axon_groups(self):
+        """The recorded output axons that each take their own config entries.
+
+        Returns
+        -------
+        list of OutputAxon
+            Every discrete axon, and the first recorded axon of each distinct
+            population key (kind, ``popId``, ``dstChipId``, ``dstCoreId``,
+            ``dstSynMapId``), in recording order.
+        """
+        groups, seen = [], set()
+        for axon in self.output_axons:
+            if axon.kind != "discrete":
+                key = (
+                    axon.kind, axon.pop_id, axon.dst_chip, axon.dst_core, axon.dst_axon
+                )
+                if key in seen:
+                    continue
+                seen.add(key)
+            groups.append(axon)
+        return groups
+
+    def output_entries(self):
+        """Output axon config entries used, as Loihi's compiler counts them.
+
+        One entry per discrete axon; 1 (pop16) or 2 (pop32) per population sending
+        to one input axon; one more for each of these whose target is on another
+        chip (see the module notes).
+
+        Returns
+        -------
+        OutputEntries
+            ``(entries, interchip)``: all entries, and how many of them are the
+            extra entries of axons to other chips.
+        """
+        entries = interchip = 0
+        for axon in self.output_axon_groups():
+            remote = INTERCHIP_ENTRIES if axon.dst_chip != self.chip_index else 0
+            entries += AXON_ENTRIES[axon.kind] + remote
+            interchip += remote
+        return OutputEntries(entries, interchip)
 
     @property
     def n_output_entries(self):
-        """Output axon config entries used."""
-        return sum(AXON_ENTRIES[axon.kind] for axon in self.output_axons)
+        """Output axon config entries used (``output_entries().entries``)."""
+        return self.output_entries().entries
 
     def configured_compartments(self):
         """Boolean mask over the core's compartments that have a ``cxCfg`` entry."""
@@ -532,17 +600,20 @@ class NxsdkCore:
         configured = self.configured_compartments()
         self._check_output_axons(configured)
         self._check_synapses()
+        used = self.synapses.used
         for axon_id, entry in self.input_axons():
-            self._check_input_axon(axon_id, entry, configured)
+            self._check_input_axon(axon_id, entry, configured, used)
         self._check_synapse_memory()
 
     def _check_output_axons(self, configured):
-        n = self.n_output_entries
+        n, interchip = self.output_entries()
         if n > OUTPUT_AXON_ENTRIES:
             raise self.overflow(
                 "output axons", n, OUTPUT_AXON_ENTRIES,
-                f"{n} output axon entries needed, the core has {OUTPUT_AXON_ENTRIES}; "
-                f"move blocks with many outgoing axons to other cores",
+                f"{n} output axon entries needed ({interchip} of them inter-chip: "
+                f"one extra entry per axon or population sent to another chip), the "
+                f"core has {OUTPUT_AXON_ENTRIES}; move blocks with many outgoing axons "
+                f"to other cores, or their targets to this core's chip",
             )
         for axon in self.output_axons:
             if not configured[axon.src_compartment]:
@@ -565,9 +636,9 @@ class NxsdkCore:
         for fmt_id in np.unique(self.synapses.fmt[used]):
             self.synapse_config(int(fmt_id))
 
-    def _check_input_axon(self, axon_id, entry, configured):
+    def _check_input_axon(self, axon_id, entry, configured, used):
         start, stop = entry.synapsePtr, entry.synapsePtr + entry.n_weights
-        if stop > self.synapses.size or not self.synapses.used[start:stop].all():
+        if stop > self.synapses.size or not used[start:stop].all():
             raise self.overflow(
                 "synapseMap", axon_id, TABLE_SIZES["synapseMap"],
                 f"input axon {axon_id} points at synapses [{start}, {stop}), "
@@ -575,27 +646,31 @@ class NxsdkCore:
             )
         fmt_id = int(self.synapses.fmt[start])
         cfg = self.synapse_config(fmt_id)
-        for run_start, run_stop in entry.runs():
-            self._check_index_width(fmt_id, cfg, run_start, run_stop)
-            targets = entry.cx_base + self.synapses.cidx[run_start:run_stop]
-            if np.any(targets >= COMPARTMENTS) or not configured[targets].all():
-                raise self.overflow(
-                    "synapseMap", axon_id, TABLE_SIZES["synapseMap"],
-                    f"input axon {axon_id} reaches compartments (cxBase "
-                    f"{entry.cx_base} + CIdx) that have no cxCfg entry",
-                )
+        # one row per atom's run of synapses
+        cidx = self.synapses.cidx[start:stop].reshape(entry.n_atoms, entry.synapseLen)
+        self._check_index_width(fmt_id, cfg, start, cidx)
+        targets = entry.cx_base + cidx
+        if np.any(targets >= COMPARTMENTS) or not configured[targets].all():
+            raise self.overflow(
+                "synapseMap", axon_id, TABLE_SIZES["synapseMap"],
+                f"input axon {axon_id} reaches compartments (cxBase "
+                f"{entry.cx_base} + CIdx) that have no cxCfg entry",
+            )
 
-    def _check_index_width(self, fmt_id, cfg, start, stop):
-        """The stored compartment indices of one run must fit the format's width.
+    def _check_index_width(self, fmt_id, cfg, start, cidx):
+        """The stored compartment indices of each run must fit the format's width.
 
-        A sparse run stores every index; a dense run stores its first index only.
+        ``cidx`` holds the runs of one input axon, one row per atom, starting at
+        synapse ``start``. A sparse run stores every index; a dense run stores its
+        first index only.
         """
         size = 2**cfg.real_idx_bits
         sparse = cfg.compression == SPARSE
-        stored = self.synapses.cidx[start:stop if sparse else start + 1]
+        stored = cidx if sparse else cidx[:, :1]
         wide = np.flatnonzero(stored >= size)
         if wide.size:
-            i = start + int(wide[0])
+            row, col = divmod(int(wide[0]), stored.shape[1])
+            i = start + row * cidx.shape[1] + col
             kind = "sparse index" if sparse else "dense prefix offset"
             raise self.overflow(
                 "synapses", i, size,
@@ -616,12 +691,14 @@ class NxsdkCore:
 
     def summary(self):
         """Per-core usage counts, as a dict (see `NxsdkBoard.summary`)."""
+        entries, interchip = self.output_entries()
         return {
             "chip": self.chip_index,
             "core": self.id,
             "compartments": len(self.cxCfg.entries),
             "input_axons": len(self.synapseMap.entries),
-            "output_axons": self.n_output_entries,
+            "output_axons": entries,
+            "interchip_output_axons": interchip,
             "synapses": int(self.synapses.used.sum()),
             "synapse_bits": self.synapse_bits(),
             "compartment_cfgs": len(self.cxProfileCfg.entries),
@@ -727,12 +804,15 @@ class NxsdkBoard:
         """
         for core in self.cores():
             core.check()
+            targets = {}  # each target once, named by the first axon sent to it
             for axon in core.output_axons:
+                targets.setdefault((axon.dst_chip, axon.dst_core, axon.dst_axon), axon)
+            for (chip_id, core_id, axon_id), axon in targets.items():
                 source = (
                     f"output axon from chip {core.chip_index}, core {core.id}, "
                     f"compartment {axon.src_compartment}"
                 )
-                self.input_axon(axon.dst_chip, axon.dst_core, axon.dst_axon, source)
+                self.input_axon(chip_id, core_id, axon_id, source)
         for generator in self.spike_generators:
             for spike in generator.spikes:
                 source = f"host spike at step {spike.time}"
@@ -747,11 +827,24 @@ class NxsdkBoard:
             One dict per core, in board order, with keys ``chip``, ``core``,
             ``compartments`` (configured ``cxCfg`` entries), ``input_axons``
             (``synapseMap`` entries, trace entries of learning axons included),
-            ``output_axons`` (output entries), ``synapses`` (synapse entries),
+            ``output_axons`` (output axon config entries, `NxsdkCore.output_entries`),
+            ``interchip_output_axons`` (how many of those are the extra entries of
+            axons to other chips), ``synapses`` (synapse entries),
             ``synapse_bits``, and the config counts ``compartment_cfgs``,
             ``vth_cfgs``, ``synapse_cfgs`` and ``stdp_pre_cfgs``.
         """
         return [core.summary() for core in self.cores()]
+
+    def output_entries(self):
+        """Output axon config entries of every core.
+
+        Returns
+        -------
+        list of OutputEntries
+            One ``(entries, interchip)`` per core, in board order (see
+            `NxsdkCore.output_entries`).
+        """
+        return [core.output_entries() for core in self.cores()]
 
     def start(self):
         """Mark the board as started."""

@@ -3,7 +3,9 @@
 The rules (see ``docs/rules.md`` and ``../shared/ARCHITECTURE.md``):
 
 * additive resources: compartments, input axon ids, output axon entries, synapse bits
-  (a block after the first on a core pays for its widened synapse formats);
+  (a block after the first on a core pays for its widened synapse formats; a block's
+  output axon entries grow by one per axon whose target is on another chip, so they
+  are counted for a chip assignment: `BlockKeys.set_chips`);
 * config tables: distinct compartment profiles (< 32), threshold mantissas (< 8),
   synapse formats (15 usable entries), STDP pre-trace configs (<= 3);
 * shared settings: equal vmin/vmax; equal noise settings among blocks with noise on
@@ -35,10 +37,13 @@ __all__ = [
     "core_violations",
     "check_blocks",
     "check_plan",
+    "core_entries",
+    "entry_overflow_text",
 ]
 
 _SYN_BITS = RESOURCES.index("synapse_bits")
 _IN_AXONS = RESOURCES.index("in_axons")
+_OUT_AXONS = RESOURCES.index("out_axons")
 #: Config tables and the graph config kind a block uses when it is first on its core /
 #: when it sits at an offset.
 _TABLES = (
@@ -64,6 +69,43 @@ class BlockKeys:
         self._sets = {}
         self._sizes = {}
         self._need = None
+        #: Extra output axon entries of each block for its targets on other chips,
+        #: under the chip assignment last given to `set_chips` (none before).
+        self.extra = np.zeros(graph.n_blocks, dtype=np.int64)
+        self._extra = [0] * graph.n_blocks
+
+    def set_chips(self, block_chip):
+        """Count output axon entries for the chip assignment ``block_chip``.
+
+        Cores built afterwards charge each block its entries under that assignment
+        (`TrafficGraph.interchip_extra`); cores built before keep what they counted.
+
+        Parameters
+        ----------
+        block_chip : (n_blocks,) int array
+        """
+        self.set_extra(self.graph.interchip_extra(block_chip))
+
+    def set_extra(self, extra):
+        """Set every block's extra output axon entries (see `set_chips`)."""
+        extra = np.asarray(extra, dtype=np.int64)
+        if np.array_equal(extra, self.extra):
+            return
+        self.extra = extra.copy()
+        self._extra = extra.tolist()
+        if self._need is not None:
+            self._need[:, _OUT_AXONS] = self.graph.resources[:, _OUT_AXONS] + extra
+
+    def set_block_extra(self, block, value):
+        """Set one block's extra output axon entries."""
+        self.extra[block] = value
+        self._extra[block] = int(value)
+        if self._need is not None:
+            self._need[block, _OUT_AXONS] = self.graph.resources[block, _OUT_AXONS] + value
+
+    def extra_of(self, block):
+        """Extra output axon entries of ``block`` under the current assignment."""
+        return self._extra[block]
 
     def get(self, kind, block):
         """The set of ``kind`` keys block ``block`` needs."""
@@ -136,10 +178,12 @@ class BlockKeys:
 
     def shared_need(self):
         """(n_blocks, 4) int64 resources of each block at an offset above 0 on a core
-        (synapse bits of its widened formats)."""
+        (synapse bits of its widened formats; output axon entries with the extra
+        entries of the current chip assignment)."""
         if self._need is None:
             need = self.graph.resources.copy()
             need[:, _SYN_BITS] = self.graph.shared_synapse_bits
+            need[:, _OUT_AXONS] += self.extra
             self._need = need
         return self._need
 
@@ -187,7 +231,7 @@ class CoreBin:
     """
 
     __slots__ = ("graph", "limits", "keys", "blocks", "used", "tables", "core_key",
-                 "noise_key", "alone", "_cap", "_table_cap")
+                 "noise_key", "alone", "interchip", "_cap", "_table_cap")
 
     def __init__(self, graph, limits, keys):
         self.graph = graph
@@ -199,14 +243,18 @@ class CoreBin:
         self.core_key = None
         self.noise_key = -1
         self.alone = False
+        #: Output axon entries of ``used`` that are extra for targets on other chips.
+        self.interchip = 0
         self._cap, self._table_cap = _capacities(limits)
 
     def need(self, block):
-        """Resources ``block`` would use if added now (synapse bits depend on offset)."""
-        res, shared_bits = self.keys.info(block)[:2]
+        """Resources ``block`` would use if added now (synapse bits depend on offset,
+        output axon entries on where its targets are: `BlockKeys.set_chips`)."""
+        (comp, in_ax, out_ax, bits), shared_bits = self.keys.info(block)[:2]
+        out_ax += self.keys.extra_of(block)
         if self.blocks:
-            res = res[:_SYN_BITS] + (shared_bits,) + res[_SYN_BITS + 1:]
-        return res
+            return (comp, in_ax, out_ax, shared_bits)
+        return (comp, in_ax, out_ax, bits)
 
     def _problems(self, block):
         """Yield each rule ``block`` would break if added now (cheapest checks first)."""
@@ -222,7 +270,8 @@ class CoreBin:
         if any(map(operator.gt, total, self._cap)):
             for r, name in enumerate(RESOURCES):
                 if total[r] > self._cap[r]:
-                    yield f"{name} {total[r]} > {self._cap[r]}"
+                    yield f"{name} {total[r]} > {self._cap[r]}" + (
+                        self._interchip_note(block) if r == _OUT_AXONS else "")
         # Axon ids of blocks added earlier do not move, so a pop16 receiver only
         # needs its own ids (the core's total so far) inside its id range.
         if pop16 > 0 and total[_IN_AXONS] > pop16:
@@ -233,6 +282,10 @@ class CoreBin:
                 n = len(have) + len(want - have)
                 if n > cap:
                     yield f"{table} {n} > {cap}"
+
+    def _interchip_note(self, block):
+        extra = self.interchip + self.keys.extra_of(block)
+        return f" ({extra} of them for axons to other chips)" if extra else ""
 
     def violations(self, block):
         """Rules ``block`` would break if added now, as short strings (empty: it fits)."""
@@ -249,6 +302,7 @@ class CoreBin:
         for have, want in zip(self.tables, keys):
             have |= want
         self.used = list(map(operator.add, self.used, self.need(block)))
+        self.interchip += self.keys.extra_of(block)
         self.blocks.append(int(block))
         if self.core_key is None:
             self.core_key = info[3]
@@ -270,7 +324,14 @@ class CoreBin:
         new.core_key = self.core_key
         new.noise_key = self.noise_key
         new.alone = self.alone
+        new.interchip = self.interchip
         return new
+
+    def shift_entries(self, delta):
+        """Change the core's output axon entries by ``delta`` extra inter-chip entries
+        (a target of one of its blocks moved between chips)."""
+        self.used[_OUT_AXONS] += delta
+        self.interchip += delta
 
     @classmethod
     def of(cls, graph, limits, keys, blocks):
@@ -715,10 +776,53 @@ def check_plan(graph, plan, board=None, limits=None):
         )
     keys = BlockKeys(graph)
     keys.prefetch(np.arange(graph.n_blocks))
+    keys.set_chips(plan.block_chip)
     for c in range(plan.n_cores):
         problems = core_violations(graph, plan.core_blocks(c), limits, keys)
         if problems:
+            advice = ENTRY_ADVICE if any("out_axons" in p for p in problems) else ""
             raise CoreRuleError(
                 f"Core {c} on chip {plan.core_chip[c]} breaks a per-core rule: "
-                f"{'; '.join(problems)}. Move a block to another core or re-plan."
+                f"{'; '.join(problems)}. Move a block to another core{advice} or re-plan."
             )
+
+
+#: How to bring a core's output axon entries down, for messages.
+ENTRY_ADVICE = (
+    ", put the blocks it sends to on its chip (each axon to another chip takes one "
+    "more output axon entry)"
+)
+
+
+def core_entries(graph, block_core, block_chip, n_cores):
+    """Output axon config entries of every core under a chip assignment.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    block_core, block_chip : (n_blocks,) int arrays
+    n_cores : int
+
+    Returns
+    -------
+    total, interchip : (n_cores,) int64 ndarrays
+        Entries of each core, and how many of them are the extra entries of axons to
+        blocks on other chips.
+    """
+    extra = graph.interchip_extra(block_chip)
+    base = graph.resources[:, _OUT_AXONS]
+    total = np.bincount(block_core, weights=base + extra, minlength=n_cores)
+    interchip = np.bincount(block_core, weights=extra, minlength=n_cores)
+    return total.astype(np.int64), interchip.astype(np.int64)
+
+
+def entry_overflow_text(graph, blocks, chip, total, interchip, limit):
+    """One sentence on a core whose output axon entries exceed ``limit``."""
+    names = ", ".join(f"{graph.labels[b]} (from {graph.sources[b]})" for b in blocks[:3])
+    if len(blocks) > 3:
+        names += f" and {len(blocks) - 3} more block(s)"
+    return (
+        f"the core on chip {chip} holding {names} needs {total} output axon entries, "
+        f"{interchip} of them because its axons reach blocks on other chips (one more "
+        f"entry each), but a core has {limit}"
+    )

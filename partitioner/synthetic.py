@@ -6,7 +6,9 @@ nengo-loihi:
 * block sizes: mostly small blocks (10-200 compartments: decode neurons, small
   ensembles), some large ones (500-1024: split ensembles);
 * resources: input axons, output axon entries and synapse memory grow with block size
-  and traffic, with noise, and every block fits one core on its own;
+  and traffic, with noise, and every block fits one core on its own (output entries
+  stay within half a core's, so a block fits even with every target on another chip,
+  where each entry costs one more);
 * connectivity: blocks form clusters of 20-100 (a subnetwork, or the blocks of one
   split ensemble and its decoders); most edges stay inside a cluster, some go to a
   nearby cluster and a few anywhere; edge weights are heavy-tailed;
@@ -99,6 +101,7 @@ def random_graph(n_blocks, avg_degree=8, seed=0, n_config_keys=24, *,
     # A pop16 receiver's axon ids must stay below its id range (2**axon_bits).
     pop16 = np.where(pop16 >= resources[:, 1], pop16, 0)
     configs["stdp_pre_cfgs"] = _pick(rng, np.flatnonzero(learning), n, 2, 1)
+    out_entries, interchip_entries = _entries(src, dst, axons, resources[:, 2], pop_sender, n)
     core_key = (rng.random(n) < second_core_key_fraction).astype(np.int64)
     noise_key = np.where(rng.random(n) < noise_fraction, rng.integers(0, 3, n), -1)
 
@@ -122,6 +125,8 @@ def random_graph(n_blocks, avg_degree=8, seed=0, n_config_keys=24, *,
         pop16_in_limit=perm_rows(pop16),
         axons=_csr(inv[src], inv[dst], axons, (n, n)),
         spikes=_csr(inv[src], inv[dst], spikes, (n, n)),
+        out_entries=_permuted(out_entries, inv),
+        interchip_entries=_permuted(interchip_entries, inv),
         input_labels=[f"input{k}" for k in range(n_in)],
         input_axons=_csr(in_rows, inv[in_cols], in_axon_counts, (n_in, n)),
         input_spikes=_csr(in_rows, inv[in_cols], in_spike_counts, (n_in, n)),
@@ -174,7 +179,7 @@ def _edges(rng, cluster, starts, sizes, avg_degree, p_intra, p_near):
 
 def _fit_axons(src, dst, axons, n, limits):
     """Scale axons down where a block's total in or out would break a core limit."""
-    cap_out = 0.8 * limits.out_axons
+    cap_out = 0.4 * limits.out_axons
     cap_in = 0.75 * limits.in_axons
     out_sum = np.bincount(src, weights=axons, minlength=n)
     in_sum = np.bincount(dst, weights=axons, minlength=n)
@@ -193,7 +198,7 @@ def _resources(rng, compartments, src, dst, axons, n, limits, extra_in):
     # and target block
     fan_out = np.bincount(src, minlength=n)
     entries = compartments * np.minimum(fan_out, 3) * rng.uniform(0.5, 1.0, n)
-    out_axons = np.clip(np.maximum(out_sum, np.round(entries)), 0, limits.out_axons)
+    out_axons = np.clip(np.maximum(out_sum, np.round(entries)), 0, limits.out_axons // 2)
     in_axons = np.clip(np.round(in_sum * rng.uniform(1.0, 1.3, n)), 0, limits.in_axons)
     # dense synapses: 8-bit weights to a fraction of the block per input axon,
     # packed 64 per 64-bit words with a 10-bit header
@@ -205,6 +210,26 @@ def _resources(rng, compartments, src, dst, axons, n, limits, extra_in):
     return np.column_stack(
         (compartments, in_axons, out_axons, np.round(synapse_bits))
     ).astype(np.int64)
+
+
+def _entries(src, dst, axons, out_axons, pop_sender, n):
+    """Output entries per edge (each block's row sums to its ``out_axons``, the
+    rounding rest on its diagonal) and the extra entries of each edge across chips
+    (one per entry; one per two entries of a population-axon sender)."""
+    out_sum = np.bincount(src, weights=axons, minlength=n)
+    share = np.floor(out_axons[src] * axons / np.maximum(out_sum[src], 1.0))
+    rest = out_axons - np.bincount(src, weights=share, minlength=n)
+    extra = np.where(pop_sender[src], np.ceil(share / 2), share)
+    diag = np.arange(n)
+    out = _csr(np.concatenate([src, diag]), np.concatenate([dst, diag]),
+               np.concatenate([share, rest]), (n, n))
+    return out, _csr(src, dst, extra, (n, n))
+
+
+def _permuted(matrix, inv):
+    """``matrix`` with rows and columns renumbered by ``inv`` (old id -> new id)."""
+    coo = matrix.tocoo()
+    return _csr(inv[coo.row], inv[coo.col], coo.data, matrix.shape)
 
 
 def _shared_bits(rng, synapse_bits, limits):

@@ -239,7 +239,8 @@ def plan_numbers(plan, metrics):
     Returns
     -------
     dict
-        chips, cores, utilization (%), inter-chip axons and spikes per step, max link
+        chips, cores, utilization (%), cores over a limit (a plan that would not build),
+        the most output axon entries of any core, inter-chip axons and spikes per step, max link
         load, hop-weighted cost, time (us) and energy (uJ) per step, objective, bound
         and gap; the step time's bottleneck (short text, see `bottleneck_label`),
         its regime (``"compute"``, ``"memory"``, ``"traffic"`` or ``"sync"``), the
@@ -256,6 +257,8 @@ def plan_numbers(plan, metrics):
         chips=int(plan.n_chips),
         cores=int(plan.n_cores),
         mean_core_utilization_pct=100.0 * float(m.mean_core_load),
+        cores_over_limit=int(m.cores_over_limit),
+        max_core_out_entries=int(m.core_out_entries.max(initial=0)),
         interchip_axons=float(m.interchip_axons),
         interchip_spikes=float(m.interchip_spikes),
         max_link_load=float(m.max_link_load),

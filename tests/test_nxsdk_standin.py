@@ -12,15 +12,18 @@ from nengo_loihi.hardware import interface as nl_interface
 from nengo_loihi.hardware.allocators import (
     Allocator,
     Greedy,
+    RoundRobin,
     core_compartment_cfgs,
     core_stdp_pre_cfgs,
     core_vth_cfgs,
 )
 from nengo_loihi.hardware.nxsdk_objects import Board
+from nengo_loihi.hardware.validate import validate_board
 
 from partitioner.nxsdk_standin import (
     SYNAPSE_FMT_FIELDS,
     NxsdkBoard,
+    OutputEntries,
     StandinOverflow,
     build_on_standin,
     standin_hardware,
@@ -95,6 +98,39 @@ def split_net(n_neurons, n_outputs=0):
     return net
 
 
+def conv_chain_net():
+    """An 8x8x16 layer -> 3x3 conv (pop32, 16 filters) -> 3x3 conv (pop16, 4 filters).
+
+    Each population axon carries the 16 channels of one pixel, so the two senders
+    have 64 and 36 populations for 1,024 and 576 compartments.
+    """
+    rng = np.random.RandomState(0)
+    shape = nengo.transforms.ChannelShape((8, 8, 16))
+    with nengo.Network(seed=0) as net:
+        nengo_loihi.add_params(net)
+        x = nengo.Ensemble(shape.size, 1, label="image", **RELU)
+        for label, pop_type, n_filters in [("conv32", 32, 16), ("conv16", 16, 4)]:
+            kernel = rng.uniform(-0.1, 0.1, size=(3, 3, shape.n_channels, n_filters))
+            conv = nengo.Convolution(n_filters, shape, kernel_size=(3, 3), init=kernel)
+            y = nengo.Ensemble(conv.output_shape.size, 1, label=label, **RELU)
+            connection = nengo.Connection(x.neurons, y.neurons, transform=conv)
+            net.config[connection].pop_type = pop_type
+            x, shape = y, conv.output_shape
+        nengo.Probe(x.neurons)
+    return net
+
+
+def fan_out_net(n_neurons=600, n_targets=4):
+    """``a`` connected neuron-to-neuron (one weight per neuron) to ``n_targets``
+    ensembles of the same size: ``n_neurons * n_targets`` discrete axons from ``a``."""
+    with nengo.Network(seed=0) as net:
+        a = nengo.Ensemble(n_neurons, 1, label="a")
+        for j in range(n_targets):
+            b = nengo.Ensemble(n_neurons, 1, label=f"b{j}")
+            nengo.Connection(a.neurons, b.neurons, transform=0.01)
+    return net
+
+
 def build_model(net):
     """The discretized nengo-loihi model of ``net``."""
     with nengo_loihi.Simulator(net, target="sim") as sim:
@@ -129,6 +165,20 @@ def share_core(chip, blocks):
     core.stdp_cfg_idx = None
 
 
+def board_on_chips(model, chips):
+    """A board with block ``i`` alone on a new core of chip ``chips[i]``."""
+    allocator = Allocator()
+    board = Board()
+    for _ in range(max(chips) + 1):
+        board.new_chip()
+    for spike_input in model.inputs:
+        allocator.input_to_board(spike_input, board)
+    for block, chip in zip(model.blocks, chips):
+        allocator.block_to_new_core(block, board.chips[chip])
+    board.probes.extend(model.probes)
+    return board
+
+
 def shared_core_board(model, shared):
     """A one-chip board: ``shared`` blocks on core 0, each other block on its own."""
     allocator = Allocator()
@@ -148,11 +198,22 @@ def shared_core_board(model, shared):
 
 
 def expected_output_entries(block):
+    """Output entries of a block on a one-chip board, from its `Axon` maps.
+
+    Discrete: one per compartment mapped to a target axon. Population: 1 (pop16) or
+    2 (pop32) per target axon reached (for a block with one population `Axon`, each
+    target axon is one population).
+    """
     idxs = np.arange(block.compartment.n_compartments)
-    return sum(
-        int(np.sum(axon.map_axon(idxs) >= 0)) * axon.slots_per_axon
-        for axon in block.axons
-    )
+    entries = 0
+    for axon in block.axons:
+        targets = axon.map_axon(idxs)
+        targets = targets[targets >= 0]
+        if axon.pop_type == 0:
+            entries += targets.size
+        else:
+            entries += np.unique(targets).size * axon.slots_per_axon
+    return entries
 
 
 def expected_input_axons(block):
@@ -329,6 +390,91 @@ def test_too_many_output_axon_entries():
     assert (info.value.table, info.value.size) == ("output axons", 4096)
 
 
+# --- (d) output axon config entries, counted as Loihi's compiler does --------
+
+
+@pytest.fixture(scope="module")
+def conv_chain_model():
+    return build_model(conv_chain_net())
+
+
+@pytest.fixture(scope="module")
+def fan_out_model():
+    return build_model(fan_out_net())
+
+
+def test_population_entries_are_per_population_not_per_compartment(conv_chain_model):
+    model = conv_chain_model
+    image, conv32, _ = model.blocks
+    nxsdk_board = build_on_standin(Greedy()(model, n_chips=1))
+    sender32, sender16, _ = nxsdk_board.cores()
+
+    # build_axon makes one call per source compartment ...
+    assert [a.kind for a in sender32.output_axons] == ["pop32"] * 1024
+    assert [a.kind for a in sender16.output_axons] == ["pop16"] * 576
+    # ... but a pixel's channels form one population: 64 and 36 of them
+    assert nxsdk_board.output_entries() == [(2 * 64, 0), (36, 0), (0, 0)]
+    one_per_compartment = [2 * 1024, 576]
+    assert 16 * sender32.n_output_entries == one_per_compartment[0]
+    assert 16 * sender16.n_output_entries == one_per_compartment[1]
+    # nengo-loihi's own count agrees for population axons on one chip
+    for block, core in zip(model.blocks, nxsdk_board.cores()):
+        assert core.n_output_entries == block.utilization()["out-axons"][0]
+    assert image.compartment.n_compartments == 1024
+    assert conv32.compartment.n_compartments == 576
+
+
+def test_population_to_another_chip_takes_one_more_entry(conv_chain_model):
+    board = RoundRobin()(conv_chain_model, n_chips=3)  # every block on its own chip
+    validate_board(board)
+    nxsdk_board = build_on_standin(board)
+
+    assert nxsdk_board.output_entries() == [(3 * 64, 64), (2 * 36, 36), (0, 0)]
+    summary = nxsdk_board.summary()
+    assert [s["output_axons"] for s in summary] == [192, 72, 0]
+    assert [s["interchip_output_axons"] for s in summary] == [64, 36, 0]
+
+
+def test_interchip_axons_overflow_a_board_nengo_loihi_accepts(fan_out_model):
+    model = fan_out_model
+    a = list(model.blocks)[0]
+    assert len(model.blocks) == 5
+    assert a.utilization()["out-axons"] == (2400, 4096)
+    board = RoundRobin()(model, n_chips=5)  # a on chip 0, each target on its own
+    assert [len(chip.cores) for chip in board.chips] == [1] * 5
+    assert board.chips[0].cores[0].blocks == [a]
+    validate_board(board)  # nengo-loihi sees nothing wrong
+
+    with pytest.raises(StandinOverflow) as info:
+        build_on_standin(board)
+    error = info.value
+    assert (error.chip, error.core, error.table) == (0, 0, "output axons")
+    assert (error.index, error.size) == (4800, 4096)
+    assert "4800 output axon entries needed (2400 of them inter-chip" in str(error)
+
+
+@pytest.mark.parametrize(
+    "chips, expected",
+    [
+        ([0, 0, 0, 0, 0], OutputEntries(2400, 0)),  # everything on one chip
+        ([0, 0, 0, 1, 1], OutputEntries(3600, 1200)),  # two targets elsewhere
+    ],
+)
+def test_fan_out_builds_when_entries_fit(fan_out_model, chips, expected):
+    board = board_on_chips(fan_out_model, chips)
+    validate_board(board)
+    nxsdk_board = build_on_standin(board)
+
+    assert nxsdk_board.output_entries()[0] == expected
+    assert len(nxsdk_board.cores()[0].output_axons) == 2400
+    assert nxsdk_board.summary()[0]["interchip_output_axons"] == expected.interchip
+
+
+def test_greedy_one_chip_fan_out_builds(fan_out_model):
+    nxsdk_board = build_on_standin(Greedy()(fan_out_model, n_chips=1))
+    assert nxsdk_board.output_entries()[0] == (2400, 0)
+
+
 # --- the stand-in's own tables and checks -------------------------------------
 
 
@@ -397,6 +543,64 @@ def test_synapse_memory_overflow():
     # 781 full groups of 64 20-bit entries (1290 bits -> 1344, whole 64-bit words)
     # and one group of 16 entries (330 bits -> 384)
     assert info.value.index == 781 * 1344 + 384
+
+
+def test_population_keys_count_once_and_interchip_once_more():
+    board = NxsdkBoard(1, 2, [1, 1], [[8], [8]])
+    core = board.n2Chips[0].n2Cores[0]
+    # one population (popId 0) of three atoms to axon 5 of a core on this chip
+    for atom in range(3):
+        core.createPop32Axon(
+            popId=0, srcCxId=atom, srcRelCxId=atom, dstChipId=0, dstCoreId=0,
+            dstSynMapId=5,
+        )
+    assert core.output_entries() == (2, 0)
+    # the same popId to the same axon number of a core on the other chip
+    for atom in range(3):
+        core.createPop32Axon(
+            popId=0, srcCxId=atom, srcRelCxId=atom, dstChipId=1, dstCoreId=0,
+            dstSynMapId=5,
+        )
+    assert core.output_entries() == (2 + 3, 1)
+    # discrete axons count per call, also when they share a target
+    for _ in range(2):
+        core.createDiscreteAxon(srcCxId=3, dstChipId=1, dstCoreId=0, dstSynMapId=6)
+    core.createDiscreteAxon(srcCxId=3, dstChipId=0, dstCoreId=0, dstSynMapId=6)
+    assert core.output_entries() == (5 + 2 * 2 + 1, 3)
+    # pop16 populations take one entry each
+    core.createPop16Axon(
+        popId=1, srcCxId=4, srcRelCxId=0, dstChipId=0, dstCoreId=0, dstSynMapId=7
+    )
+    assert core.output_entries() == (11, 3)
+    assert len(core.output_axon_groups()) == 6
+
+
+@pytest.mark.parametrize(
+    "compression, wide_index, bad_synapse", [(0, 6, 6), (3, 4, 4), (3, 5, None)]
+)
+def test_index_width_is_checked_in_every_atom_run(compression, wide_index, bad_synapse):
+    """One input axon with three atom runs of 4 synapses; run 1 has index 64, which
+    a 6-bit index cannot hold where it is stored (sparse: every index; dense: only
+    the first of a run)."""
+    board, core = one_core_board(n_synapses=12)
+    write_format(
+        core, 1, SynapseConfig(weight_bits=7, idx_bits=1, n_synapses=63,
+                               fanout_type=1, compression=compression),
+    )
+    for i in range(128):
+        core.cxCfg[i].configure(bias=0)
+    cidx = np.tile(np.arange(4), 3)
+    cidx[wide_index] = 64
+    core.synapses.record(np.arange(12), cidx, 1, 1, 0)
+    entry = core.synapseMap[0]
+    entry.synapsePtr, entry.synapseLen, entry.popSize = 0, 4, 3
+
+    if bad_synapse is None:
+        board.check()
+        return
+    with pytest.raises(StandinOverflow, match="6-bit") as info:
+        board.check()
+    assert (info.value.index, info.value.size) == (bad_synapse, 64)
 
 
 def test_output_axon_to_unconfigured_input_axon():

@@ -11,6 +11,7 @@ from partitioner.graph import RESOURCES
 from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit
 
 SYNAPSE_BITS = RESOURCES.index("synapse_bits")
+OUT_AXONS = RESOURCES.index("out_axons")
 
 __all__ = ["Packed", "Context", "pack_by_chip", "chip_traffic", "interchip_spikes"]
 
@@ -126,8 +127,11 @@ class Packed:
             self._usage = usage
         return self._usage[:n]
 
-    def _set_core(self, i, core):
-        """Replace core ``i`` (same chip) and record its usage."""
+    def replace_core(self, i, core):
+        """Replace core ``i`` by ``core`` on the same chip and record its usage.
+
+        ``core`` holds some of core ``i``'s blocks; set `block_core` of the others
+        before placing them elsewhere."""
         self._cores[i] = core
         if self._usage is not None:
             self._usage[i] = core.used
@@ -174,6 +178,115 @@ class Packed:
         n = self.n_chips if n_chips is None else n_chips
         return np.bincount(self._chips(), minlength=n)
 
+    # ------------------------------------------------- output axon entries
+    def sync_entries(self):
+        """Count every core's output axon entries for the current chips.
+
+        A block's entries depend on which chips its targets are on, so after cores
+        or blocks change chips outside `move_block`, this recomputes them (and sets
+        ``ctx.keys`` to this assignment, for blocks added from now on).
+
+        Returns
+        -------
+        (n_cores,) int64 ndarray
+            Output axon entries of each core.
+        """
+        g, keys = self.ctx.graph, self.ctx.keys
+        keys.set_chips(self.block_chip())
+        n = len(self._cores)
+        base = np.bincount(self.block_core, weights=g.resources[:, OUT_AXONS], minlength=n)
+        extra = np.bincount(self.block_core, weights=keys.extra, minlength=n)
+        total = (base + extra).astype(np.int64)
+        for core, t, x in zip(self._cores, total.tolist(), extra.astype(np.int64).tolist()):
+            core.used[OUT_AXONS] = t
+            core.interchip = x
+        if self._usage is not None:
+            self._usage[:n, OUT_AXONS] = total
+        return total
+
+    def entry_changes(self, b, dest):
+        """What moving block ``b`` to chip ``dest`` does to output axon entries.
+
+        Returns
+        -------
+        extra : int
+            ``b``'s extra entries for targets on other chips, once on ``dest``.
+        senders : (m,) int64 ndarray
+            Blocks with axons into ``b`` whose extra entries change.
+        delta : (m,) int64 ndarray
+            Their change (+ when ``b`` leaves their chip, - when it joins it).
+        """
+        g = self.ctx.graph
+        m = g.interchip_entries
+        start, stop = m.indptr[b], m.indptr[b + 1]
+        targets = m.indices[start:stop]
+        extra = int(m.data[start:stop][self.block_chip(targets) != dest].sum())
+        c = g.interchip_entries_csc
+        start, stop = c.indptr[b], c.indptr[b + 1]
+        senders = c.indices[start:stop].astype(np.int64)
+        weights = c.data[start:stop]
+        chips = self.block_chip(senders)
+        own = self._chips()[self.block_core[b]]
+        delta = np.where(chips == own, weights, 0) - np.where(chips == dest, weights, 0)
+        keep = delta != 0
+        return extra, senders[keep], delta[keep].astype(np.int64)
+
+    def senders_fit(self, senders, delta):
+        """Whether the cores of ``senders`` stay within their output axon entries after
+        their extra entries change by ``delta``."""
+        if senders.size == 0 or delta.max() <= 0:
+            return True
+        cores, inverse = np.unique(self.block_core[senders], return_inverse=True)
+        change = np.bincount(inverse, weights=delta, minlength=cores.size)
+        cap = self.ctx.limits.out_axons
+        return bool(np.all(self.usage()[cores, OUT_AXONS] + change <= cap))
+
+    def shift_entries(self, senders, delta):
+        """Apply the change of `entry_changes` to the senders and their cores."""
+        keys = self.ctx.keys
+        for s, d in zip(senders.tolist(), delta.tolist()):
+            keys.set_block_extra(s, keys.extra_of(s) + d)
+            i = int(self.block_core[s])
+            self._cores[i].shift_entries(d)
+            if self._usage is not None:
+                self._usage[i, OUT_AXONS] += d
+
+    def move_block(self, b, dest, choose_core, max_cores):
+        """Move block ``b`` to chip ``dest``, keeping every core's output axon entries
+        within the limit; returns whether it moved.
+
+        Parameters
+        ----------
+        b, dest : int
+        choose_core : callable
+            ``choose_core(b, cores)``: the index of a core among ``cores`` (those of
+            ``dest``) that ``b`` fits, with its entries on ``dest``, or None.
+        max_cores : int
+            Most cores ``dest`` may hold (a new core opens only below it).
+        """
+        keys = self.ctx.keys
+        extra, senders, delta = self.entry_changes(b, dest)
+        if not self.senders_fit(senders, delta):
+            return False
+        before = keys.extra_of(b)
+        keys.set_block_extra(b, extra)
+        cores = self.chip_cores(dest)
+        target = choose_core(b, cores)
+        if target is None and (len(cores) >= max_cores or
+                               self.ctx.graph.resources[b, OUT_AXONS] + extra >
+                               self.ctx.limits.out_axons):
+            keys.set_block_extra(b, before)
+            return False
+        self.shift_entries(senders, delta)
+        target_bin = None if target is None else self._cores[target]
+        self.remove_block(b)
+        if target_bin is None:
+            self.new_core(b, dest)
+        else:
+            # remove_block may delete b's old core and renumber the last core.
+            self.add_block(b, int(self.block_core[target_bin.blocks[0]]))
+        return True
+
     # ------------------------------------------------------------ changes
     def move_core(self, i, chip):
         """Put core ``i`` on ``chip``."""
@@ -193,7 +306,7 @@ class Packed:
         self.block_core[b] = -1
         if rest:
             ctx = self.ctx
-            self._set_core(i, CoreBin.of(ctx.graph, ctx.limits, ctx.keys, rest))
+            self.replace_core(i, CoreBin.of(ctx.graph, ctx.limits, ctx.keys, rest))
         else:
             self.delete_core(i)
 
@@ -276,7 +389,7 @@ class Packed:
             if not scan.place(b, res):
                 return False
         for j, cand in scan.staged.items():
-            self._set_core(j, cand)
+            self.replace_core(j, cand)
             self.block_core[cand.blocks] = j
         self.delete_core(i)
         return True
@@ -378,6 +491,7 @@ def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
     bounds = np.searchsorted(block_chip[order], np.arange(n_chips + 1))
     members = [order[bounds[c]:bounds[c + 1]] for c in range(n_chips)]
     ctx.keys.prefetch(order)
+    ctx.keys.set_chips(block_chip)
     packed = {}
     if max_cores is not None and n_chips >= PROJECT_MIN_CHIPS:
         rng = np.random.default_rng(ctx.seed)

@@ -1,7 +1,7 @@
 """Baselines that ignore traffic when packing: what "pack by size" gives.
 
 ``first_fit``: all blocks onto cores first-fit decreasing by size, cores onto chips in
-order. ``metis_first_fit``: METIS chips balanced by compartments, then first-fit by
+order, evenly over the chips tried. ``metis_first_fit``: METIS chips balanced by compartments, then first-fit by
 size inside each chip.
 The benchmark compares the METIS strategy with both.
 """
@@ -23,17 +23,15 @@ def _no_traffic(n):
 
 
 def first_fit(ctx, k, **_):
-    """Pack by size alone, then fill chips with cores in order."""
+    """Pack by size alone, then give chips runs of cores in order, evenly."""
     g = ctx.graph
     cores, _ = pack(g, np.arange(g.n_blocks), ctx.limits, ctx.keys, _no_traffic(g.n_blocks))
     m = len(cores)
-    if ctx.spread:
-        # Consecutive runs of cores, as equal as possible, over all k chips.
-        if m < k:
-            return None
-        core_chip = np.arange(m) * k // m
-    else:
-        core_chip = np.arange(m) // ctx.cores_per_chip
+    if ctx.spread and m < k:
+        return None
+    # Consecutive runs of cores, as equal as possible, over the k chips tried, so that
+    # every chip keeps free cores where there are any.
+    core_chip = np.arange(m) * min(k, m) // max(m, 1)
     if m > k * ctx.cores_per_chip:
         ctx.notes["min_chips"] = -(-m // ctx.cores_per_chip)
         return None

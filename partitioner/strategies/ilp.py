@@ -87,7 +87,8 @@ PACK_CHECK_SECONDS = 2.0
 _EPS = 1e-12
 
 _IN, _SYN = RESOURCES.index("in_axons"), RESOURCES.index("synapse_bits")
-_PLAIN_RESOURCES = tuple(RESOURCES.index(r) for r in ("compartments", "in_axons", "out_axons"))
+_OUT = RESOURCES.index("out_axons")
+_PLAIN_RESOURCES = tuple(RESOURCES.index(r) for r in ("compartments", "in_axons"))
 #: Config tables whose keys do not depend on a block's offset: (table, graph kind).
 _PLAIN_TABLES = (
     ("compartment_cfgs", "compartment_cfgs"),
@@ -547,6 +548,12 @@ class SlotModel:
         Minimize the traffic between chips (else: feasibility only).
     pins : dict, optional
         ``{block: chip}``; chips are interchangeable (and ordered) only without pins.
+    entries : {"fixed", "exact"}
+        Output axon entries of each block: ``"fixed"`` takes the extra entries of the
+        chip assignment ``ctx.keys`` holds (`BlockKeys.set_chips`: right when the
+        blocks' chip is decided elsewhere); ``"exact"`` models them: a block pays one
+        more entry per inter-chip axon for each target on another chip of the model
+        (needs every block with such axons in the model).
 
     Attributes
     ----------
@@ -555,14 +562,17 @@ class SlotModel:
         ``y[i][c]``: block ``blocks[i]`` is on chip ``c``.
     """
 
-    def __init__(self, ctx, blocks, k, slots, objective=True, pins=None):
+    def __init__(self, ctx, blocks, k, slots, objective=True, pins=None, entries="fixed"):
         self.ctx = ctx
+        self.entries = entries
         self.g = ctx.graph
         self.blocks = np.asarray(blocks, dtype=np.int64)
         self.k = int(k)
         self.S = int(slots)
         self.m = cp_model.CpModel()
         local = {int(b): i for i, b in enumerate(self.blocks)}
+        self.local = np.full(self.g.n_blocks, -1, dtype=np.int64)
+        self.local[self.blocks] = np.arange(self.blocks.size)
         self.pins = {local[b]: c for b, c in (pins or {}).items() if b in local}
         self.chip_symmetry = not self.pins and self.k > 1
         self._candidates()
@@ -643,6 +653,7 @@ class SlotModel:
         for r in _PLAIN_RESOURCES:
             if g.resources[gb, r].sum() > cap[r]:
                 m.add(_dot(g.resources[gb, r], xs) <= int(cap[r]))
+        self._out_entries(s, gb, xs)
         self._synapse_bits(gb, xs, fs)
         for table, kind in _PLAIN_TABLES:
             keys = [(self.ctx.keys.get(kind, int(b)), v) for b, v in zip(gb, xs)]
@@ -652,6 +663,41 @@ class SlotModel:
         self._same_key(xs, g.noise_key[gb], allow_any=True)
         self._alone(gb, xs)
         self._pop16(gb, xs, fs)
+
+    def _out_entries(self, s, gb, xs):
+        """Output axon entries of the slot, with the extra entries of inter-chip axons.
+
+        ``"exact"``: block ``b`` in slot ``s`` (chip ``c``) needs ``E_b + X_b - r``
+        entries, where ``X_b`` is its extra entries with every target elsewhere and
+        ``r <= X_b * x`` and ``r <= sum_j X_bj y_jc`` (its targets on ``c``).
+        """
+        g, cap = self.g, self.ctx.limits.out_axons
+        base = g.resources[gb, _OUT]
+        if self.entries != "exact":
+            need = base + self.ctx.keys.extra[gb]
+            if need.sum() > cap:
+                self.m.add(_dot(need, xs) <= cap)
+            return
+        worst = base + g.interchip_entry_totals[gb]
+        if worst.sum() <= cap:
+            return
+        chip = s // self.S
+        m, rows = self.m, g.interchip_entries
+        saved = []
+        for b, v, x in zip(gb.tolist(), xs, g.interchip_entry_totals[gb].tolist()):
+            if x == 0:
+                continue
+            start, stop = rows.indptr[b], rows.indptr[b + 1]
+            targets = [(int(self.local[t]), int(w)) for t, w in
+                       zip(rows.indices[start:stop], rows.data[start:stop])
+                       if self.local[t] >= 0]
+            if not targets:
+                continue
+            r = m.new_int_var(0, x, "")
+            m.add(r <= x * v)
+            m.add(r <= sum(w * self.y[t][chip] for t, w in targets))
+            saved.append(r)
+        m.add(_dot(worst, xs) - sum(saved) <= cap)
 
     def _synapse_bits(self, gb, xs, fs):
         g, cap = self.g, self.ctx.limits.synapse_bits
@@ -800,6 +846,11 @@ class SlotModel:
     # ---------------------------------------------------------------- solution
     def solution(self, solver):
         """``(cores, core_chip)``: the solved slots as checked `CoreBin` lists."""
+        if self.entries == "exact":
+            chips = np.array([[solver.boolean_value(v) for v in row] for row in self.y])
+            block_chip = np.zeros(self.g.n_blocks, dtype=np.int64)
+            block_chip[self.blocks] = chips.argmax(axis=1)
+            self.ctx.keys.set_chips(block_chip)
         cores, core_chip = [], []
         for s, (items, xs) in enumerate(zip(self.slot_items, self.x)):
             on = [int(self.blocks[i]) for i, v in zip(items, xs) if solver.boolean_value(v)]
@@ -868,7 +919,7 @@ def _solve_slots(ctx, k, hint, params):
     """The one-model formulation (`SlotModel` over all blocks)."""
     g = ctx.graph
     sm = SlotModel(ctx, np.arange(g.n_blocks), k, min(ctx.cores_per_chip, g.n_blocks),
-                   objective=True, pins=ctx.pins)
+                   objective=True, pins=ctx.pins, entries="exact")
     if hint is not None:
         sm.add_hint(hint)
     solver, status = _solve(sm.m, params)
@@ -899,11 +950,30 @@ class ChipPacker:
         self.exact_calls = 0
 
     def pack(self, blocks):
-        """``("ok", cores)``, ``("infeasible", None)`` or ``("unknown", None)``."""
-        key = frozenset(int(b) for b in blocks)
+        """``("ok", cores)``, ``("infeasible", None)`` or ``("unknown", None)``.
+
+        Output axon entries are those of the chip assignment ``ctx.keys`` holds
+        (`BlockKeys.set_chips`); results are cached by blocks and their entries.
+        """
+        blocks = np.sort(np.asarray(blocks, dtype=np.int64))
+        extra = self.ctx.keys.extra[blocks]
+        key = (blocks.tobytes(), extra.tobytes())
         if key not in self.cache:
-            self.cache[key] = self._pack(np.sort(np.fromiter(key, dtype=np.int64)))
+            self.cache[key] = self._pack(blocks)
         return self.cache[key]
+
+    def needs_chips(self, blocks):
+        """Whether the infeasible ``blocks`` would fit one chip without the extra
+        entries of their inter-chip axons (so their failure depends on chips)."""
+        keys = self.ctx.keys
+        extra = keys.extra.copy()
+        if not extra[np.asarray(blocks, dtype=np.int64)].any():
+            return False
+        keys.set_extra(np.zeros_like(extra))
+        try:
+            return self.pack(blocks)[0] != "infeasible"
+        finally:
+            keys.set_extra(extra)
 
     def _pack(self, blocks):
         ctx, cap = self.ctx, self.ctx.cores_per_chip
@@ -967,13 +1037,38 @@ class _Master:
         m.minimize(_dot(wi, self.d))
         self.n_star_rows = add_star_capacity(m, g, ctx.limits, ctx.cores_per_chip, a, b,
                                              self.d)
+        self.n_entry_rows = self.add_entry_rows()
         self.n_cuts = 0
 
-    def forbid(self, blocks):
-        """No chip holds all of ``blocks``."""
+    def forbid(self, blocks, away=()):
+        """No chip holds all of ``blocks`` while every block of ``away`` is elsewhere.
+
+        ``away``: the blocks that ``blocks`` send inter-chip axons to and that were on
+        other chips when ``blocks`` did not fit (elsewhere, each costs ``blocks``
+        output axon entries; moving them nearer can only help).
+        """
+        n = len(blocks) + len(away)
         for c in range(self.k):
-            self.m.add(sum(self.y[b][c] for b in blocks) <= len(blocks) - 1)
+            self.m.add(sum(self.y[b][c] for b in blocks) +
+                       sum(1 - self.y[j][c] for j in away) <= n - 1)
         self.n_cuts += 1
+
+    def add_entry_rows(self):
+        """A block's own output axon entries fit a core: where its axons to other chips
+        would overflow, enough of its targets share its chip. Returns rows added."""
+        g, cap = self.ctx.graph, self.ctx.limits.out_axons
+        base, totals = g.resources[:, _OUT], g.interchip_entry_totals
+        rows = g.interchip_entries
+        added = 0
+        for b in np.flatnonzero(base + totals > cap).tolist():
+            need = int(base[b] + totals[b] - cap)
+            start, stop = rows.indptr[b], rows.indptr[b + 1]
+            for c in range(self.k):
+                self.m.add(sum(int(w) * self.y[int(t)][c] for t, w in
+                               zip(rows.indices[start:stop], rows.data[start:stop]))
+                           >= need).only_enforce_if(self.y[b][c])
+                added += 1
+        return added
 
     def hint(self, block_chip):
         self.m.clear_hints()
@@ -1048,7 +1143,8 @@ def _solve_blocks(ctx, k, hint, params):
         if any(res == "unknown" for res, _ in bad):
             break
         for _, blocks in bad:
-            master.forbid(packer.infeasible_core(blocks))
+            core = packer.infeasible_core(blocks)
+            master.forbid(core, _away(ctx, core, chips) if packer.needs_chips(core) else ())
         repaired = _repair(ctx, chips, k)
         if repaired is not None:
             cost = cut_weight(ctx.traffic, repaired.block_chip())
@@ -1062,8 +1158,18 @@ def _solve_blocks(ctx, k, hint, params):
     return _Result(status, best, bound if status != "INFEASIBLE" else None, extra)
 
 
+def _away(ctx, blocks, chips):
+    """Blocks that ``blocks`` (all on one chip of ``chips``) send inter-chip axons to
+    on other chips."""
+    m = ctx.graph.interchip_entries
+    chip = chips[blocks[0]]
+    targets = {int(t) for b in blocks for t in m.indices[m.indptr[b]:m.indptr[b + 1]]}
+    return sorted(t for t in targets if chips[t] != chip)
+
+
 def _pack_chips(ctx, packer, chips, k):
     """Pack every chip of ``chips``; ``(Packed, [])`` or ``(None, [(result, blocks)])``."""
+    ctx.keys.set_chips(chips)
     cores, core_chip, bad = [], [], []
     for c in range(k):
         blocks = np.flatnonzero(chips == c)
@@ -1087,6 +1193,31 @@ def _repair(ctx, chips, k):
 
 
 # ==================================================================== core model
+def _core_entry_rows(ctx, m, z, k, base):
+    """Each core's output axon entries fit under the chips of the cores it sends to.
+
+    Core ``i`` on chip ``c`` needs ``E_i + X_i - sum_j X_ij z_jc`` entries (its blocks'
+    own entries, plus one per inter-chip axon to a core elsewhere); only cores that
+    could overflow get a row per chip.
+    """
+    g = ctx.graph
+    n = len(base.cores)
+    onehot = sp.csr_matrix((np.ones(g.n_blocks), (np.arange(g.n_blocks), base.block_core)),
+                           shape=(g.n_blocks, n))
+    xc = (onehot.T @ g.interchip_entries @ onehot).tocsr()
+    xc.setdiag(0)
+    xc.eliminate_zeros()
+    own = np.bincount(base.block_core, weights=g.resources[:, _OUT], minlength=n)
+    worst = own + np.asarray(xc.sum(axis=1)).ravel()
+    cap = ctx.limits.out_axons
+    for i in np.flatnonzero(worst > cap).tolist():
+        start, stop = xc.indptr[i], xc.indptr[i + 1]
+        for c in range(k):
+            m.add(sum(int(w) * z[int(j)][c] for j, w in
+                      zip(xc.indices[start:stop], xc.data[start:stop]))
+                  >= int(worst[i] - cap)).only_enforce_if(z[i][c])
+
+
 def _solve_cores(ctx, k, warm, params):
     """Move the warm start's (or a traffic-aware packing's) cores between chips."""
     g, cap = ctx.graph, ctx.cores_per_chip
@@ -1120,6 +1251,7 @@ def _solve_cores(ctx, k, warm, params):
     if not pinned and k > 1:
         _order_by_smallest(m, z, k)
     _use_every_chip(ctx, m, z, k)
+    _core_entry_rows(ctx, m, z, k, base)
     d = _cut_objective(m, z, a, b, k)
     m.minimize(_dot(wi, d))
     if start is not None:

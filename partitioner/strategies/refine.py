@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from partitioner.packing import WINDOW
 from partitioner.strategies.common import chip_traffic
+from partitioner.strategies.entries import fit_entries
 
 __all__ = ["refine", "consolidate", "fm_refine"]
 
@@ -77,6 +78,7 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
     pinned = set(ctx.pins)
     n_chips = packed.n_chips
     total_moves = 0
+    packed.sync_entries()
     # A move that failed fails again until the destination chip changes: each chip's
     # version counts the moves into and out of it (and core renumbering, all chips).
     version = np.zeros(n_chips + 1, dtype=np.int64)
@@ -134,19 +136,10 @@ def _improving_blocks(traffic, block_chip, n_chips):
 
 
 def _move(packed, b, dest, traffic, cap):
-    """Move block ``b`` to chip ``dest`` if it fits; returns whether it moved."""
-    cores = packed.chip_cores(dest)
-    target = _target_core(packed, b, cores, traffic)
-    if target is None and len(cores) >= cap:
-        return False
-    target_bin = None if target is None else packed.cores[target]
-    packed.remove_block(b)
-    if target_bin is None:
-        packed.new_core(b, dest)
-    else:
-        # remove_block may delete b's old core and renumber the last core.
-        packed.add_block(b, int(packed.block_core[target_bin.blocks[0]]))
-    return True
+    """Move block ``b`` to chip ``dest`` if it fits (its own cores' and its senders'
+    output axon entries included); returns whether it moved."""
+    return packed.move_block(
+        b, dest, lambda blk, cores: _target_core(packed, blk, cores, traffic), cap)
 
 
 def consolidate(packed, max_fill=0.35):
@@ -352,8 +345,24 @@ def fm_refine(packed, ctx, chip_cap=None, keep_chips=False, starts=None,
                 best = found
     if _cut(ctx.traffic, best) >= _cut(ctx.traffic, current) - _FM_TOL:
         return 0
+    # The chips were packed with the entries of the plan's own assignment; recount
+    # them for the new one, and keep the plan unless the result is valid and better.
+    saved = ([core.copy() for core in packed.cores], list(packed.core_chip))
     _rebuild(packed, space, best, k)
-    return int((best != current).sum())
+    if fit_entries(packed, cap, keep_chips) is not None or \
+            _cut(ctx.traffic, packed.block_chip()) >= _cut(ctx.traffic, current) - _FM_TOL:
+        _restore(packed, *saved)
+        return 0
+    return int((packed.block_chip() != current).sum())
+
+
+def _restore(packed, cores, core_chip):
+    """Put back ``cores`` on ``core_chip`` (a state saved before a rebuild)."""
+    packed.cores = cores
+    packed.core_chip = core_chip
+    for i, core in enumerate(cores):
+        packed.block_core[core.blocks] = i
+    packed.sync_entries()
 
 
 def _cut(traffic, block_chip):

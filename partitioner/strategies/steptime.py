@@ -288,6 +288,9 @@ def spread_chip(packed, chip, times, floor=0.0, max_cores=None):
 
 def _spread_chips(packed, times, link_ns, keep=None):
     """`spread_chip` on every chip slower than what the whole plan can reach."""
+    # Output axon entries depend on the chips of each block's targets: count them
+    # for this plan's chips (spreading moves no block to another chip).
+    packed.sync_entries()
     per_chip = packed.cores_by_chip()
     cap = packed.ctx.cores_per_chip
     floors = []
@@ -373,6 +376,8 @@ def _more_chips(ctx, strategy, options, k, times, do_refine):
     and spread; None when it finds none."""
     spread_ctx = dataclasses.replace(ctx, sizes=_work_sizes(ctx, times, k), spread=True,
                                      notes={})
+    from partitioner.strategies.entries import fit_entries
+
     packed = strategy(spread_ctx, k, **options)
     if packed is None:
         return None
@@ -381,6 +386,10 @@ def _more_chips(ctx, strategy, options, k, times, do_refine):
                keep_chips=True)
     consolidate(packed)
     packed.compact_chips()
+    # Every core within its output axon entries for these chips, as the engine
+    # guarantees for its own plans; a plan that cannot be repaired is not tried.
+    if fit_entries(packed, keep_chips=True) is not None:
+        return None
     return packed
 
 
