@@ -37,8 +37,8 @@ from partitioner.scenario import load_scenario
 from partitioner.whatif import bottleneck_label
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCENARIOS = ["spa_like", "mnist_conv", "resnet_small", "modular", "random_ensembles",
-             "modular_large"]
+SCENARIOS = ["spa_like", "mnist_conv", "resnet_small", "cifar10_convnet", "modular",
+             "random_ensembles", "modular_large"]
 BOARD = "nahuku32"
 TARGET = 0.8
 
