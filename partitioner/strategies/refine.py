@@ -127,7 +127,7 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
 
 # ================================================================ cluster moves
 #: `refine` moves whole clusters of blocks first on graphs up to this many blocks.
-CLUSTER_MAX_BLOCKS = 20_000
+CLUSTER_MAX_BLOCKS = 10_000
 #: Cluster granularities, coarse to fine: METIS parts per chip of the plan.
 CLUSTER_PARTS = (4, 16)
 #: Passes over the clusters of one granularity.
