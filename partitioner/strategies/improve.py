@@ -27,9 +27,9 @@ MAX_BLOCKS = 200
 WORKERS = 1
 #: Work budget: ``WORK_PER_BLOCK`` deterministic seconds per block and per chip
 #: beyond the first, clipped to ``[WORK_MIN, WORK_MAX]``.
-WORK_PER_BLOCK = 0.05
+WORK_PER_BLOCK = 0.02
 WORK_MIN = 2.0
-WORK_MAX = 8.0
+WORK_MAX = 4.0
 #: Wall-clock safety net: this many seconds per unit of work, plus `SAFETY_BASE`.
 SAFETY_PER_WORK = 10.0
 SAFETY_BASE = 30.0
