@@ -448,8 +448,18 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
 
 
 def _fewest_groups(graph, blocks, limits, keys, low, high):
-    """`pack_groups` on the fewest cores in ``[low, high]`` found by bisection, first
-    trying ``high`` (when that fails, fewer cores are not tried); None if none."""
+    """`pack_groups` on the fewest cores in ``[low, high]``; None if none.
+
+    The bound and the count after it are tried first (where packing by key groups
+    usually lands); then ``high``, and if that packs, fewer by bisection.
+    """
+    for n in range(low, min(low + 2, high + 1)):
+        found = pack_groups(graph, blocks, limits, keys, n)
+        if found is not None:
+            return found
+    low += 2
+    if low > high:
+        return None
     best = pack_groups(graph, blocks, limits, keys, high)
     if best is None:
         return None
