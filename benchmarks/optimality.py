@@ -195,12 +195,13 @@ def optimality_row(name, graph, cores, time_limit, compartments=None):
     }
 
 
-def print_optimality(rows):
+def print_optimality(rows, header=True):
     head = (f"{'instance':<28}{'blk':>4}{'c/chip':>7}{'chips':>9}{'METIS':>9}"
             f"{'+refine':>9}{'default':>9}{'CP-SAT':>9}{'bound':>9}{'gap%':>6}{'status':>9}"
             f"{'dflt/opt':>9}{'t METIS':>8}{'t +ref':>7}{'t dflt':>7}{'work':>6}{'t CP-SAT':>9}")
-    print(head)
-    print("-" * len(head))
+    if header:
+        print(head)
+        print("-" * len(head))
     for r in rows:
         chips = "/".join(str(c) for c in sorted(set(r["chips"])))
         bound = f"{r['bound']:9.2f}" if r["bound"] is not None else f"{'-':>9}"
@@ -288,13 +289,13 @@ def main(argv=None):
         for name, (n, seed), cores in SYNTHETIC:
             rows.append(optimality_row(name, random_graph(n, seed=seed), cores,
                                        args.time_limit))
-            print_optimality(rows[-1:])
+            print_optimality(rows[-1:], header=len(rows) == 1)
         for name, kind, kwargs, cores, compartments in STRUCTURED:
             graph = extracted(kind, **kwargs)
             if graph is not None:
                 rows.append(optimality_row(name, graph, cores, args.time_limit,
                                            compartments))
-                print_optimality(rows[-1:])
+                print_optimality(rows[-1:], header=len(rows) == 1)
         print()
         print_optimality(rows)
         optimality_summary(rows)

@@ -82,8 +82,9 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     improve : bool or float, optional
         After refinement, let CP-SAT search for a plan that cuts less traffic
         between chips, hinted with the refined plan (`strategies.improve`). Default:
-        on for graphs of up to ``strategies.improve.MAX_BLOCKS`` blocks, except for
-        ``"ilp"``, the first-fit baselines, ``objective="chips"`` and ``spread``.
+        on when blocks x (chips - 1) is at most ``strategies.improve.MAX_SIZE`` (200),
+        except for ``"ilp"``, the first-fit baselines, ``objective="chips"`` and
+        ``spread``.
         A number sets the CP-SAT work budget (deterministic seconds, not wall-clock
         time: the same graph and seed give the same plan on any machine).
     **options
@@ -216,11 +217,11 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
 
 def _improves(improve, strategy, objective, spread, graph, k, info):
     """Whether the CP-SAT improvement runs (see `partition`'s ``improve``)."""
-    from partitioner.strategies.improve import MAX_BLOCKS
+    from partitioner.strategies.improve import applies
 
     if improve is False or improve is None and (
             strategy == "ilp" or strategy.endswith("first-fit") or spread or
-            graph.n_blocks > MAX_BLOCKS):
+            not applies(graph, k)):
         return False
     return objective != "chips" and k > 1 and info.get("status") != "OPTIMAL"
 

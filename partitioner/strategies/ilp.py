@@ -187,6 +187,8 @@ class _Params:
     #: Whether the master search goes on with the lower-bound search (else the rest
     #: is left for packing chips).
     lb_search: bool = True
+    #: Further CP-SAT parameters, by name.
+    solver_options: dict = field(default_factory=dict)
 
     def remaining(self):
         if self.work is not None:
@@ -326,6 +328,8 @@ def _solve(model, params, limit=None, subsolvers=None, callback=None):
         solver.parameters.interleave_search = True
     for name in subsolvers or ():
         solver.parameters.subsolvers.append(name)
+    for name, value in params.solver_options.items():
+        setattr(solver.parameters, name, value)
     status = solver.solve(model, callback)
     params.spend(solver)
     return solver, _status_name(status)
