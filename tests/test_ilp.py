@@ -419,9 +419,11 @@ def test_cluster_moves_never_worsen_and_never_break_a_rule(n, cores, seed):
     packed = None
     while packed is None and k <= board.n_chips:
         packed = metis(ctx, k)
+        # As the engine does: the plan's output axon entries fitted, or more chips.
+        if packed is not None and fit_entries(packed) is not None:
+            packed = None
         k += 1
     k -= 1
-    assert fit_entries(packed) is None                  # as the engine does after METIS
     before = cut_weight(ctx.traffic, packed.block_chip())
     cluster_refine(packed, ctx)
     assert cut_weight(ctx.traffic, packed.block_chip()) <= before + 1e-9
