@@ -77,7 +77,8 @@ def improve(packed, ctx, k, work=None, workers=WORKERS, search_share=0.7):
     work : float, optional
         CP-SAT work budget in deterministic seconds (default `work_budget`).
     workers : int
-        CP-SAT workers.
+        CP-SAT workers (interleaved when more than one; `SOLVER_OPTIONS` then stay
+        off, since OR-Tools 9.14 aborts on interleaved workers without presolve).
 
     Returns
     -------
@@ -96,7 +97,7 @@ def improve(packed, ctx, k, work=None, workers=WORKERS, search_share=0.7):
     params = _Params(deadline=t0 + SAFETY_BASE + SAFETY_PER_WORK * work,
                      workers=int(workers), seed=int(ctx.seed), work=work,
                      search_share=float(search_share), lb_search=False,
-                     solver_options=dict(SOLVER_OPTIONS))
+                     solver_options=dict(SOLVER_OPTIONS) if int(workers) == 1 else {})
     before = cut_weight(ctx.traffic, packed.block_chip())
     result = _solve_blocks(ctx, k, packed, params, seen=[])
     found = result.packed
