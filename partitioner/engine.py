@@ -50,7 +50,7 @@ def register_strategy(name, func):
 
 def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
               objective="spikes", pins=None, spread=False, refine_plan=None,
-              progress=False, **options):
+              progress=False, improve=None, **options):
     """Place every block of ``graph`` on a core and every core on a chip.
 
     Parameters
@@ -82,6 +82,14 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
         the first-fit baselines).
     progress : bool
         Report each stage on stderr.
+    improve : bool or float, optional
+        After refinement, let CP-SAT search for a plan that cuts less traffic
+        between chips, hinted with the refined plan (`strategies.improve`). Default:
+        on when blocks x (chips - 1) is at most ``strategies.improve.MAX_SIZE`` (200),
+        except for ``"ilp"``, the first-fit baselines, ``objective="chips"`` and
+        ``spread``.
+        A number sets the CP-SAT work budget (deterministic seconds, not wall-clock
+        time: the same graph and seed give the same plan on any machine).
     **options
         Passed to the strategy (e.g. ``time_limit`` for ``"ilp"``).
 
@@ -101,7 +109,7 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     """
     with _collector_paused():
         return _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
-                          refine_plan, progress, options)
+                          refine_plan, progress, improve, options)
 
 
 @contextlib.contextmanager
@@ -121,7 +129,7 @@ def _collector_paused():
 
 
 def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
-               refine_plan, progress, options):
+               refine_plan, progress, improve, options):
     t0 = time.perf_counter()
     board = get_board(board)
     if strategy not in STRATEGIES:
@@ -164,6 +172,11 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
             chip_cap = int(np.ceil(1.1 * len(packed.cores) / k)) if spread else None
             moved = refine(packed, ctx, chip_cap=chip_cap, keep_chips=spread)
         say(f"refinement moved {moved} blocks ({clock.seconds['refine']:.2f} s)")
+    if _improves(improve, strategy, objective, spread, graph, k, info):
+        with clock("improve"):
+            packed, info = _improve(packed, ctx, k, improve, info)
+        say(f"CP-SAT improvement: {info['improve']['status'].lower()} "
+            f"({clock.seconds['improve']:.2f} s)")
     with clock("consolidate"):
         removed = consolidate(packed)
         packed.compact_chips()
@@ -213,6 +226,35 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
     plan.runtime_s = time.perf_counter() - t0
     say(f"{plan.n_cores} cores on {plan.n_chips} chips in {plan.runtime_s:.2f} s")
     return plan
+
+
+def _improves(improve, strategy, objective, spread, graph, k, info):
+    """Whether the CP-SAT improvement runs (see `partition`'s ``improve``)."""
+    from partitioner.strategies.improve import applies
+
+    if improve is False or improve is None and (
+            strategy == "ilp" or strategy.endswith("first-fit") or spread or
+            not applies(graph, k)):
+        return False
+    return objective != "chips" and k > 1 and info.get("status") != "OPTIMAL"
+
+
+def _improve(packed, ctx, k, improve, info):
+    """CP-SAT improvement of ``packed``; the plan to keep and its info."""
+    from partitioner.strategies.improve import improve as run
+
+    work = None if isinstance(improve, bool) or improve is None else float(improve)
+    better, found = run(packed, ctx, k, work=work)
+    if better is not None:
+        packed = better
+    packed.sync_entries()
+    info = dict(info)
+    info["improve"] = found
+    if found["bound"] is not None:
+        info["bound"] = found["bound"]
+    if found["status"] == "OPTIMAL":
+        info["status"] = "OPTIMAL"
+    return packed, info
 
 
 class _StageClock:

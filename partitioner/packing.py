@@ -34,6 +34,7 @@ __all__ = [
     "effective_size",
     "pack",
     "best_fit",
+    "pack_groups",
     "core_violations",
     "check_blocks",
     "check_plan",
@@ -436,7 +437,41 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     for b in order.tolist():
         if not packer.place(b, max_cores):
             unplaced.append(b)
-    return packer.cores, unplaced
+    cores = packer.cores
+    most = len(cores) if not unplaced else max_cores + 1
+    bound = packer.table_bound(order, most)
+    if bound is not None:
+        found = _fewest_groups(graph, order, limits, keys, bound, most - 1)
+        if found is not None:
+            return found, []
+    return cores, unplaced
+
+
+def _fewest_groups(graph, blocks, limits, keys, low, high):
+    """`pack_groups` on the fewest cores in ``[low, high]``; None if none.
+
+    The bound and the count after it are tried first (where packing by key groups
+    usually lands); then ``high``, and if that packs, fewer by bisection.
+    """
+    for n in range(low, min(low + 2, high + 1)):
+        found = pack_groups(graph, blocks, limits, keys, n)
+        if found is not None:
+            return found
+    low += 2
+    if low > high:
+        return None
+    best = pack_groups(graph, blocks, limits, keys, high)
+    if best is None:
+        return None
+    high = len(best) - 1
+    while low <= high:
+        mid = (low + high) // 2
+        found = pack_groups(graph, blocks, limits, keys, mid)
+        if found is None:
+            low = mid + 1
+        else:
+            best, high = found, len(found) - 1
+    return best
 
 
 class _FitGroup:
@@ -540,6 +575,49 @@ class _BestFit:
         group.record(row, core, added)
         return True
 
+    def table_bound(self, blocks, cores):
+        """A lower bound on the cores ``blocks`` need, when a config table sets it (it
+        exceeds what their resources need) and it is below ``cores``; else None.
+
+        Cheap unless a config table filled some core and holds more keys than the
+        resources' bound times its size: only then are the distinct keys of the
+        blocks counted (per voltage-limit group, blocks that need a core of their
+        own aside).
+        """
+        tables = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
+        if not any(group.largest[t] >= self.table_cap[t] for group in self.groups.values()
+                   for t in tables):
+            return None
+        g = self.graph
+        blocks = np.asarray(blocks, dtype=np.int64)
+        alone = g.alone[blocks]
+        rest = blocks[~alone]
+        need = self.need[rest].astype(np.float64)
+        need[:, _SYN_BITS] = np.minimum(need[:, _SYN_BITS], g.resources[rest, _SYN_BITS])
+        cap = np.asarray(self.cap, dtype=np.float64)
+        total, by_table = int(alone.sum()), False
+        for key in np.unique(g.core_key[rest]).tolist():
+            inside = g.core_key[rest] == key
+            members = rest[inside]
+            res = int(np.ceil(need[inside].sum(axis=0) / cap).max())
+            noise = g.noise_key[members]
+            bound = max(res, np.unique(noise[noise >= 0]).size, 1)
+            group = self.groups.get(key)
+            # Keys held by the group's cores (blocks alone included): an upper bound.
+            if group is not None and any(-(-len(group.holders[t]) // self.table_cap[t]) > res
+                                         for t in tables):
+                for t in tables:
+                    m = self.keys._csr[_TABLES[t][1]]
+                    start, stop = m.indptr[members], m.indptr[members + 1]
+                    lengths = stop - start
+                    entry = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + \
+                        np.arange(lengths.sum())
+                    need_t = -(-np.unique(m.indices[entry]).size // self.table_cap[t])
+                    by_table |= need_t > res
+                    bound = max(bound, need_t)
+            total += bound
+        return total if by_table and total < cores else None
+
     def _best_row(self, b, info, group):
         """Row of the fullest core of ``group`` that ``b`` fits, or None."""
         need = self.need[b]
@@ -561,6 +639,126 @@ class _BestFit:
 #: Cores a block is fully checked against (best candidates first) before a new core
 #: opens; bounds packing to O(blocks x WINDOW) rule checks.
 WINDOW = 16
+
+
+# ==================================================== packing whole key groups
+def pack_groups(graph, blocks, limits, keys, n_cores):
+    """Pack ``blocks`` onto at most ``n_cores`` cores, blocks with equal config keys
+    together; None if this does not fit them.
+
+    For blocks whose config tables (7 threshold mantissas, 31 compartment profiles)
+    bind before their resources do, what matters is how many distinct keys each core
+    holds: a key split over two cores takes an entry on both. Blocks with the same
+    keys, voltage limits and noise setting form a group; groups go largest first
+    (largest fraction of a core they need, counting resources and table entries),
+    each whole to the core with the most room left (worst fit: with the number of
+    cores fixed, this spreads resources evenly and leaves every core room for its
+    share of keys). A group that no core takes whole is placed block by block.
+
+    Parameters
+    ----------
+    graph : TrafficGraph
+    blocks : array of int
+    limits : CoreLimits
+    keys : BlockKeys
+    n_cores : int
+
+    Returns
+    -------
+    list of CoreBin or None
+    """
+    cap, table_cap = _capacities(limits)
+    cap = np.asarray(cap, dtype=np.float64)
+    table_cap = np.asarray(table_cap, dtype=np.float64)
+    need = keys.shared_need()
+    groups = {}
+    for b in np.asarray(blocks, dtype=np.int64).tolist():
+        info = keys.info(b)
+        key = ("alone", b) if info[2] else (info[3], info[4], info[7])
+        groups.setdefault(key, []).append(b)
+    items = []
+    for members in groups.values():
+        total = need[members].sum(axis=0) / cap
+        tables = np.array([len(k) for k in keys.info(members[0])[7]]) / table_cap
+        size = 1.0 if keys.info(members[0])[2] else max(total.max(), tables.max())
+        items.append((-size, members[0], members))
+    items.sort()
+    bins = _Bins(graph, limits, keys, n_cores)
+    for _, _, members in items:
+        if bins.place(members):
+            continue
+        for b in members:
+            if not bins.place([b]):
+                return None
+    return [core for core in bins.cores if core.blocks]
+
+
+class _Bins:
+    """A fixed number of cores filled worst fit (`pack_groups`), screened with arrays."""
+
+    def __init__(self, graph, limits, keys, n):
+        self.graph, self.keys = graph, keys
+        self.cores = [CoreBin(graph, limits, keys) for _ in range(n)]
+        self.cap = limits.capacity_vector().astype(np.float64)
+        self.used = np.zeros((n, self.cap.size))
+        self.core_key = np.full(n, -1, dtype=np.int64)
+        self.noise = np.full(n, -1, dtype=np.int64)
+        self.closed = np.zeros(n, dtype=bool)
+        self.need = keys.shared_need()
+        self.table_cap = np.array(_capacities(limits)[1])
+        self.tables = np.zeros((n, len(_TABLES)), dtype=np.int64)
+        self.holders = [{} for _ in _TABLES]  # per table: key -> cores holding it
+
+    def _new_keys(self, want):
+        """(n, tables) keys ``want`` (per table) would add to each core."""
+        new = np.tile(np.array([len(w) for w in want], dtype=np.int64), (len(self.cores), 1))
+        for t, keys in enumerate(want):
+            holders = self.holders[t]
+            for key in keys:
+                mask = holders.get(key)
+                if mask is not None:
+                    new[:, t] -= mask
+        return new
+
+    def place(self, members):
+        """Put all of ``members`` on one core, the one with the most room left that
+        takes them; False (nothing changed) if none does."""
+        info = self.keys.info(members[0])
+        need = self.need[members].sum(axis=0)
+        ok = ~self.closed & ((self.core_key < 0) | (self.core_key == info[3]))
+        if info[4] >= 0:
+            ok &= (self.noise < 0) | (self.noise == info[4])
+        if info[2]:
+            ok &= self.core_key < 0
+        after = (self.used + need) / self.cap
+        ok &= (after <= 1.0).all(axis=1)
+        ok &= (self.tables + self._new_keys(info[7]) <= self.table_cap).all(axis=1)
+        rows = np.flatnonzero(ok)
+        if rows.size == 0:
+            return False
+        order = rows[np.argsort(after[rows].max(axis=1), kind="stable")]
+        for i in order[:WINDOW].tolist():
+            core = self.cores[i]
+            trial = core.copy()
+            for b in members:
+                if not trial.fits(b):
+                    break
+                trial.add(b)
+            else:
+                for t, table in enumerate(trial.tables):
+                    self.tables[i, t] = len(table)
+                    for key in table - core.tables[t]:
+                        mask = self.holders[t].get(key)
+                        if mask is None:
+                            mask = self.holders[t][key] = np.zeros(len(self.cores), dtype=bool)
+                        mask[i] = True
+                self.cores[i] = trial
+                self.used[i] = trial.used
+                self.core_key[i] = trial.core_key
+                self.noise[i] = trial.noise_key
+                self.closed[i] = trial.alone
+                return True
+        return False
 
 
 class _OpenCores:

@@ -177,9 +177,28 @@ class _Params:
     workers: int
     seed: int
     deterministic: bool = False
+    #: Work left, in CP-SAT's deterministic seconds, when the solves are bounded by
+    #: work rather than wall-clock time (``deadline`` is then only a safety net);
+    #: None: wall-clock.
+    work: float = None
+    #: Share of the time (or work) left that the master search spends with CP-SAT's
+    #: default workers before its objective lower-bound search.
+    search_share: float = SEARCH_SHARE
+    #: Whether the master search goes on with the lower-bound search (else the rest
+    #: is left for packing chips).
+    lb_search: bool = True
+    #: Further CP-SAT parameters, by name.
+    solver_options: dict = field(default_factory=dict)
 
     def remaining(self):
+        if self.work is not None:
+            return self.work
         return self.deadline - time.perf_counter()
+
+    def spend(self, solver):
+        """Charge a finished solve to the work budget (if there is one)."""
+        if self.work is not None:
+            self.work -= max(0.001, float(solver.response_proto.deterministic_time))
 
 
 @dataclass
@@ -294,17 +313,25 @@ def _edges(traffic):
 
 
 # ==================================================================== CP-SAT glue
-def _solve(model, params, limit=None, subsolvers=None):
-    """Solve ``model`` until the deadline (or ``limit`` seconds)."""
+def _solve(model, params, limit=None, subsolvers=None, callback=None):
+    """Solve ``model`` until the deadline (or ``limit`` seconds); ``callback``: a
+    `cp_model.CpSolverSolutionCallback` called at each solution."""
     solver = cp_model.CpSolver()
     seconds = params.remaining() if limit is None else min(limit, params.remaining())
     solver.parameters.max_time_in_seconds = max(0.01, seconds)
     solver.parameters.num_workers = max(1, params.workers)
     solver.parameters.random_seed = params.seed
     solver.parameters.interleave_search = params.deterministic
+    if params.work is not None:  # repeatable: bounded by work, workers interleaved
+        solver.parameters.max_deterministic_time = max(0.01, seconds)
+        solver.parameters.max_time_in_seconds = max(0.01, params.deadline - time.perf_counter())
+        solver.parameters.interleave_search = True
     for name in subsolvers or ():
         solver.parameters.subsolvers.append(name)
-    status = solver.solve(model)
+    for name, value in params.solver_options.items():
+        setattr(solver.parameters, name, value)
+    status = solver.solve(model, callback)
+    params.spend(solver)
     return solver, _status_name(status)
 
 
@@ -1079,22 +1106,27 @@ class _Master:
         for v, a, b in zip(self.d, *self.edges):
             self.m.add_hint(v, chip[a] != chip[b])
 
-    def solve(self, params):
+    def solve(self, params, seen=None):
         """``(status, block_chip or None, bound)``.
 
         The search runs first with CP-SAT's default workers (best at proving small
         models optimal); if that has not finished after `SEARCH_SHARE` of the time
         left, the rest goes to CP-SAT's objective lower-bound search, hinted with the
-        best solution so far (best at raising the bound of hard ones).
+        best solution so far (best at raising the bound of hard ones). ``seen``, a
+        list, receives ``(cost, block_chip)`` of every solution found on the way.
         """
-        solver, status = _solve(self.m, params, limit=SEARCH_SHARE * params.remaining())
+        callback = None if seen is None else _Collector(self, seen)
+        solver, status = _solve(self.m, params, limit=params.search_share * params.remaining(),
+                                callback=callback)
         bound = _true_bound(solver, status, self.scale, self.over)
         chips = self._chips(solver, status)
-        if status in ("OPTIMAL", "INFEASIBLE") or params.remaining() < 0.2:
+        if status in ("OPTIMAL", "INFEASIBLE") or params.remaining() < 0.2 or \
+                not params.lb_search:
             return status, chips, bound
         if chips is not None:
             self.hint(chips)
-        solver2, status2 = _solve(self.m, params, subsolvers=["objective_lb_search"])
+        solver2, status2 = _solve(self.m, params, subsolvers=["objective_lb_search"],
+                                  callback=callback)
         bound2 = _true_bound(solver2, status2, self.scale, self.over)
         if bound2 is not None:
             bound = bound2 if bound is None else max(bound, bound2)
@@ -1113,8 +1145,53 @@ class _Master:
         return chips.argmax(axis=1).astype(np.int64)
 
 
-def _solve_blocks(ctx, k, hint, params):
-    """The decomposition: master over chips, exact packing per chip, no-good cuts."""
+class _Collector(cp_model.CpSolverSolutionCallback):
+    """Records ``(cost, block_chip)`` of each solution of a `_Master`."""
+
+    def __init__(self, master, seen):
+        super().__init__()
+        self.master, self.seen = master, seen
+
+    def on_solution_callback(self):
+        y = self.master.y
+        chips = np.array([[self.boolean_value(v) for v in row] for row in y])
+        cost = (self.objective_value + self.master.over) / self.master.scale
+        self.seen.append((cost, chips.argmax(axis=1).astype(np.int64)))
+
+
+#: Master solutions found on the way that `_best_seen` tries to pack, best first.
+SEEN_TRIES = 12
+
+
+def _best_seen(ctx, packer, seen, best, best_cost, k):
+    """The best of ``best`` and the master solutions ``seen`` whose chips pack
+    (``packer``), or that METIS's repair makes valid."""
+    tried = set()
+    for cost, chips in sorted(seen, key=lambda s: s[0]):
+        if len(tried) >= SEEN_TRIES or cost >= best_cost - 1e-9 * max(1.0, best_cost):
+            break
+        key = chips.tobytes()
+        if key in tried:
+            continue
+        tried.add(key)
+        packed, _ = _pack_chips(ctx, packer, chips, k)
+        if packed is None:
+            packed = _repair(ctx, chips, k)
+        if packed is None:
+            continue
+        real = cut_weight(ctx.traffic, packed.block_chip())
+        if real < best_cost:
+            return packed, real
+    return best, best_cost
+
+
+def _solve_blocks(ctx, k, hint, params, seen=None):
+    """The decomposition: master over chips, exact packing per chip, no-good cuts.
+
+    With ``seen`` (a list), every master solution found on the way is kept there,
+    and when the search ends without a proven optimum, the best of them that packs
+    is returned if it beats the best plan found.
+    """
     master = _Master(ctx, k)
     packer = ChipPacker(ctx, params)
     best, best_cost = hint, np.inf
@@ -1124,7 +1201,7 @@ def _solve_blocks(ctx, k, hint, params):
     bound, status, rounds = 0.0, "UNKNOWN", 0
     while params.remaining() > 0:
         rounds += 1
-        m_status, chips, m_bound = master.solve(params)
+        m_status, chips, m_bound = master.solve(params, seen)
         if m_bound is not None:
             bound = max(bound, m_bound)
         if m_status == "INFEASIBLE":
@@ -1151,6 +1228,8 @@ def _solve_blocks(ctx, k, hint, params):
             if cost < best_cost:
                 best, best_cost = repaired, cost
         master.hint(best.block_chip() if best is not None else chips)
+    if seen and status != "OPTIMAL" and status != "INFEASIBLE":
+        best, best_cost = _best_seen(ctx, packer, seen, best, best_cost, k)
     if best is not None and status == "UNKNOWN":
         status = "FEASIBLE"
     extra = {"rounds": rounds, "cuts": master.n_cuts, "packing_rows": master.n_rows,

@@ -19,7 +19,7 @@ from partitioner.packing import WINDOW
 from partitioner.strategies.common import chip_traffic
 from partitioner.strategies.entries import fit_entries
 
-__all__ = ["refine", "consolidate", "fm_refine"]
+__all__ = ["refine", "consolidate", "fm_refine", "cluster_refine"]
 
 
 def _neighbour_flow(traffic, b, block_chip, n_chips):
@@ -73,8 +73,18 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
     int
         Number of blocks moved.
     """
-    traffic = ctx.traffic
     cap = ctx.cores_per_chip if chip_cap is None else min(chip_cap, ctx.cores_per_chip)
+    total_moves = _block_passes(packed, ctx, cap, keep_chips, max_passes)
+    clustered = cluster_refine(packed, ctx, chip_cap=chip_cap, keep_chips=keep_chips)
+    if clustered:
+        total_moves += clustered + _block_passes(packed, ctx, cap, keep_chips, max_passes)
+    total_moves += fm_refine(packed, ctx, chip_cap=chip_cap, keep_chips=keep_chips)
+    return total_moves
+
+
+def _block_passes(packed, ctx, cap, keep_chips, max_passes):
+    """Passes of single-block moves that strictly lower inter-chip traffic; moves."""
+    traffic = ctx.traffic
     pinned = set(ctx.pins)
     n_chips = packed.n_chips
     total_moves = 0
@@ -112,8 +122,151 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
         total_moves += moves
         if moves == 0:
             break
-    total_moves += fm_refine(packed, ctx, chip_cap=chip_cap, keep_chips=keep_chips)
     return total_moves
+
+
+# ================================================================ cluster moves
+#: `refine` moves whole clusters of blocks first on graphs up to this many blocks.
+CLUSTER_MAX_BLOCKS = 10_000
+#: Cluster granularities, coarse to fine: METIS parts per chip of the plan.
+CLUSTER_PARTS = (4, 16)
+#: Passes over the clusters of one granularity.
+CLUSTER_PASSES = 4
+
+
+def cluster_refine(packed, ctx, chip_cap=None, keep_chips=False, parts=CLUSTER_PARTS,
+                   max_blocks=CLUSTER_MAX_BLOCKS):
+    """Move whole clusters of blocks between chips while each move strictly lowers
+    inter-chip traffic.
+
+    Single-block moves stop where a group of blocks that talk mostly to each other
+    would have to move together: moving any one of them alone raises the traffic.
+    Clusters are METIS parts of the block graph (``parts`` per chip, coarse to fine)
+    split by the chips of the plan; a cluster moves to the chip it exchanges the most
+    traffic with when that lowers the traffic, block by block (each move checked like
+    a single-block move, output axon entries included), and moves back entirely if
+    one of its blocks does not fit there.
+
+    Parameters
+    ----------
+    packed : Packed
+        Modified in place.
+    ctx : Context
+    chip_cap : int, optional
+        Most cores a chip may hold.
+    keep_chips : bool
+        Never empty a chip.
+    parts : sequence of int
+        METIS parts per chip of each granularity.
+    max_blocks : int
+        Do nothing on larger graphs.
+
+    Returns
+    -------
+    int
+        Number of blocks moved.
+    """
+    from partitioner.strategies.metis import metis_call
+
+    g = ctx.graph
+    k = packed.n_chips
+    if k < 2 or g.n_blocks > max_blocks or g.n_blocks < 4:
+        return 0
+    cap = ctx.cores_per_chip if chip_cap is None else min(chip_cap, ctx.cores_per_chip)
+    before = _cut(ctx.traffic, packed.block_chip())
+    saved = ([core.copy() for core in packed.cores], list(packed.core_chip))
+    packed.sync_entries()
+    moved = 0
+    for per_chip in parts:
+        n_parts = min(k * per_chip, g.n_blocks // 2)
+        if n_parts < 2:
+            continue
+        fine = metis_call(ctx.traffic, ctx.sizes, n_parts, ctx, {}, fill=1.0)
+        for _ in range(CLUSTER_PASSES):
+            step = _cluster_pass(packed, ctx, fine, cap, keep_chips)
+            moved += step
+            if step == 0:
+                break
+    if _cut(ctx.traffic, packed.block_chip()) > before + _FM_TOL:
+        _restore(packed, *saved)  # not expected: every kept move lowers the traffic
+        return 0
+    return moved
+
+
+def _cluster_pass(packed, ctx, fine, cap, keep_chips):
+    """One pass of cluster moves over the clusters ``fine`` x chips; blocks moved."""
+    traffic = ctx.traffic
+    chips = packed.block_chip()
+    k = int(chips.max()) + 1
+    label = fine * k + chips
+    _, cluster = np.unique(label, return_inverse=True)
+    n_cl = int(cluster.max()) + 1
+    n = chips.size
+    onehot = sp.csr_matrix((np.ones(n), (np.arange(n), cluster)), shape=(n, n_cl))
+    between = (onehot.T @ traffic @ onehot).tocsc()          # cluster x cluster
+    between.setdiag(0.0)
+    between.eliminate_zeros()
+    cl_chip = np.zeros(n_cl, dtype=np.int64)
+    cl_chip[cluster] = chips
+    flow = np.asarray((between @ sp.csr_matrix(
+        (np.ones(n_cl), (np.arange(n_cl), cl_chip)), shape=(n_cl, k))).todense())
+    members = [[] for _ in range(n_cl)]
+    for b in np.argsort(-ctx.sizes, kind="stable").tolist():
+        members[cluster[b]].append(b)
+    pinned = set(ctx.pins)
+    chip_blocks = np.bincount(chips, minlength=k)
+    # Free room of each chip (its cores' room plus free cores), to skip clusters that
+    # cannot fit before trying their blocks one by one.
+    capacity = ctx.limits.capacity_vector()
+    need = np.zeros((n_cl, capacity.size))
+    np.add.at(need, cluster, ctx.keys.shared_need())
+    room = np.zeros((k, capacity.size))
+    np.add.at(room, packed._chips(), capacity - packed.usage())
+    room += np.maximum(0, cap - np.bincount(packed._chips(), minlength=k))[:, None] * capacity
+    moved = 0
+    rows = np.arange(n_cl)
+    gain = flow - flow[rows, cl_chip][:, None]
+    gain[rows, cl_chip] = -np.inf
+    best = gain.max(axis=1)
+    for cl in np.argsort(-best, kind="stable").tolist():
+        if best[cl] <= _FM_TOL:
+            break
+        src = int(cl_chip[cl])
+        own = flow[cl, src]
+        order = np.argsort(-flow[cl], kind="stable")
+        blocks = members[cl]
+        if pinned.intersection(blocks) or keep_chips and chip_blocks[src] <= len(blocks):
+            continue
+        for dest in order.tolist():
+            if dest == src or flow[cl, dest] - own <= _FM_TOL:
+                break
+            if np.any(need[cl] > room[dest]):
+                continue
+            if _move_cluster(packed, ctx, blocks, src, dest, cap):
+                room[dest] -= need[cl]
+                room[src] += need[cl]
+                cl_chip[cl] = dest
+                start, stop = between.indptr[cl], between.indptr[cl + 1]
+                rows, w = between.indices[start:stop], between.data[start:stop]
+                flow[rows, src] -= w
+                flow[rows, dest] += w
+                chip_blocks[src] -= len(blocks)
+                chip_blocks[dest] += len(blocks)
+                moved += len(blocks)
+                break
+    return moved
+
+
+def _move_cluster(packed, ctx, blocks, src, dest, cap):
+    """Move every block of ``blocks`` from chip ``src`` to ``dest``, or none."""
+    done = []
+    for b in blocks:
+        if not _move(packed, b, dest, ctx.traffic, cap):
+            for x in reversed(done):
+                _move(packed, x, src, ctx.traffic, ctx.cores_per_chip)
+            return False
+        done.append(b)
+    return True
 
 
 def _improving_blocks(traffic, block_chip, n_chips):
