@@ -36,6 +36,7 @@ Run from the repository root::
     python benchmarks/scale.py --full           # also 1,000,000 blocks
     python benchmarks/scale.py --no-nengo       # synthetic graphs only
     python benchmarks/scale.py --plot docs/scale.png --json scale.json
+    python benchmarks/scale.py --from-json scale.json --baseline before.json
 
 To time another version of the package with the same script, put it first on the
 path: ``PYTHONPATH=/path/to/other/checkout python benchmarks/scale.py``.
@@ -62,7 +63,8 @@ SIZES = (1_000, 10_000, 100_000)
 FULL_SIZE = 1_000_000
 #: Board of the synthetic runs, and of sizes it cannot hold.
 BOARD = "pohoiki_springs"
-#: Synthetic sizes up to this are timed ``--repeats`` times against METIS; larger once.
+#: Synthetic sizes up to this are timed ``--repeats`` times against METIS; larger ones
+#: once (the staged partition against one METIS call).
 REPEAT_MAX_BLOCKS = 100_000
 #: nengo-loihi models, as ``kind:size`` (see `nengo_worker`), about 1,000 to 10,000
 #: blocks.
@@ -202,14 +204,17 @@ def synthetic_worker(n_blocks, repeats):
     with meter.stage("generate"):
         graph = random_graph(n_blocks, avg_degree=8, seed=0)
     with meter.stage("partition"):
-        _, plan = _timed_partition(graph, board)
+        seconds, plan = _timed_partition(graph, board)
     _partition_rows(meter, plan)
     with meter.stage("evaluate"):
         result = metrics.evaluate(graph, plan, board)
-    reps = repeats if n_blocks <= REPEAT_MAX_BLOCKS else 1
-    ours, metis = _in_turns(
-        reps, lambda: _timed_partition(graph, board)[0],
-        lambda: plain_metis(graph, plan.n_chips))
+    if n_blocks <= REPEAT_MAX_BLOCKS:
+        reps = repeats
+        ours, metis = _in_turns(
+            reps, lambda: _timed_partition(graph, board)[0],
+            lambda: plain_metis(graph, plan.n_chips))
+    else:  # one METIS call against the partition timed above
+        reps, ours, metis = 1, [seconds], [plain_metis(graph, plan.n_chips)]
     return dict(kind="synthetic", name=f"synthetic {n_blocks:,}", blocks=n_blocks,
                 edges=int(graph.spikes.nnz), board=board.name, rows=meter.rows,
                 ours=dict(chips=plan.n_chips, cores=plan.n_cores,
@@ -466,37 +471,69 @@ def print_results(results):
     _print_greedy_interchip(results)
 
 
-def plot(results, path):
+def _print_baseline(results, baseline, label):
+    """Before and after: the same nengo-loihi models in an earlier run (``baseline``,
+    e.g. another version of the package), each against GreedyInterchip in its run."""
+    before = {r["name"]: r for r in baseline if "gi" in r}
+    rows = [(before[r["name"]], r) for r in results if "gi" in r and r["name"] in before]
+    if not rows:
+        return
+    print(f"\n## {label} against this run (each against GreedyInterchip in its own run; "
+          f"median seconds)\n")
+    cols = ("GI s", "ours s", "ours / GI", "emit s")
+    print("| model | blocks | " + " | ".join(f"{label}: {c}" for c in cols) + " | "
+          + " | ".join(f"this run: {c}" for c in cols) + " | same chips / cores / spikes |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for b, a in rows:
+        same = all(b["ours"][key] == a["ours"][key] for key in ("chips", "cores", "spikes"))
+        print(f"| {a['name']} | {a['blocks']:,} | {b['gi_s']:.2f} | {b['ours_s']:.2f} | "
+              f"{b['ratio']:.2f} | {b['stages']['board_from_plan']:.2f} | {a['gi_s']:.2f} | "
+              f"{a['ours_s']:.2f} | **{a['ratio']:.2f}** | "
+              f"{a['stages']['board_from_plan']:.2f} | {'yes' if same else 'NO'} |")
+
+
+def plot(results, path, baseline=None, baseline_label="baseline"):
     """Log-log plots of time against blocks: partition vs pymetis on synthetic
     graphs; our allocator path (and its stages) vs GreedyInterchip on nengo-loihi
-    models."""
+    models (and our path in a ``baseline`` run, if given)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     synthetic = sorted((r for r in results if "vs_metis" in r), key=lambda r: r["blocks"])
-    if synthetic:
-        x = [r["blocks"] for r in synthetic]
-        left.plot(x, [r["vs_metis"]["ours_s"] for r in synthetic], "-o",
-                  label="ours: partition (pack, cut, refine, place)")
-        left.plot(x, [r["vs_metis"]["metis_s"] for r in synthetic], "--s",
-                  label="plain pymetis.part_graph")
-    left.set_title("synthetic graphs (random_graph, avg degree 8)")
     nengo = sorted((r for r in results if "gi" in r), key=lambda r: r["blocks"])
+    panels = [p for p, rows in (("synthetic", synthetic), ("nengo", nengo)) if rows]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
+    axes = dict(zip(panels, axes[0]))
+    if synthetic:
+        ax, x = axes["synthetic"], [r["blocks"] for r in synthetic]
+        ax.plot(x, [r["vs_metis"]["ours_s"] for r in synthetic], "-o",
+                label="ours: partition (pack, cut, refine, place)")
+        ax.plot(x, [r["vs_metis"]["metis_s"] for r in synthetic], "--s",
+                label="plain pymetis.part_graph, same parts")
+        ax.set_title("synthetic graphs (random_graph, avg degree 8)")
     if nengo:
-        x = [r["blocks"] for r in nengo]
-        right.plot(x, [r["gi_s"] for r in nengo], "-^", color="tab:red",
-                   label="nengo-loihi GreedyInterchip")
-        right.plot(x, [r["ours_s"] for r in nengo], "-o", color="tab:blue",
-                   label="ours: MinCutAllocator (whole path)")
+        ax, x = axes["nengo"], [r["blocks"] for r in nengo]
+        ax.plot(x, [r["gi_s"] for r in nengo], "-^", color="tab:red",
+                label="nengo-loihi GreedyInterchip")
+        ax.plot(x, [r["ours_s"] for r in nengo], "-o", color="tab:blue",
+                label="ours: MinCutAllocator (whole path)")
         for stage, label in (("extract", "extract"), ("partition", "partition"),
                              ("board_from_plan", "emit (board_from_plan)")):
-            right.plot(x, [r["stages"][stage] for r in nengo], ":", marker=".",
-                       label=f"ours: {label}")
-    right.set_title("nengo-loihi models (build excluded)")
-    for ax in (left, right):
+            ax.plot(x, [r["stages"][stage] for r in nengo], ":", marker=".",
+                    label=f"ours: {label}")
+        old = sorted((r for r in baseline or [] if "gi" in r), key=lambda r: r["blocks"])
+        if old:
+            ax.plot([r["blocks"] for r in old], [r["ours_s"] for r in old], "--o",
+                    color="tab:gray", alpha=0.7, label=f"ours, {baseline_label} (its run)")
+            ax.plot([r["blocks"] for r in old], [r["gi_s"] for r in old], "--^",
+                    color="tab:pink", alpha=0.7,
+                    label=f"GreedyInterchip, {baseline_label} run")
+        ax.set_title("nengo-loihi models (build excluded)")
+    for ax in axes.values():
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("blocks")
@@ -528,10 +565,22 @@ def main(argv=None):
                         help="log-log plot of time against blocks (default: %(default)s)")
     parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--baseline", metavar="FILE",
+                        help="JSON of an earlier run (--json) to compare with: a before/"
+                             "after table and its curves on the plot")
+    parser.add_argument("--baseline-label", default="before",
+                        help="name of the baseline run (default: %(default)s)")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="print and plot the results of an earlier run, run nothing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(args.worker, args.repeats)))
+        return 0
+    baseline = json.loads(pathlib.Path(args.baseline).read_text()) if args.baseline else None
+    if args.from_json:
+        results = json.loads(pathlib.Path(args.from_json).read_text())
+        report(results, args, baseline)
         return 0
     specs = []
     if not args.no_synthetic:
@@ -544,12 +593,19 @@ def main(argv=None):
         results.append(run_in_subprocess(spec, args.repeats))
         print(f"{results[-1]['name']}: done in {time.perf_counter() - start:.1f} s",
               file=sys.stderr, flush=True)
-    print_results(results)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
-    if not args.no_plot:
-        plot(results, args.plot)
+    report(results, args, baseline)
     return 0
+
+
+def report(results, args, baseline=None):
+    """Print the tables (and the before/after table), and write the plot."""
+    print_results(results)
+    if baseline:
+        _print_baseline(results, baseline, args.baseline_label)
+    if not args.no_plot:
+        plot(results, args.plot, baseline, args.baseline_label)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,9 @@ def _column_codes(column):
     if column.dtype.kind == "b":
         column = column.view(np.uint8)
     if column.dtype.kind in "iu":
-        low, high = column.min(), column.max()
-        if int(high) - int(low) < 2**31:
-            return (column - low).astype(np.int64), int(high) - int(low) + 1
+        low, high = int(column.min()), int(column.max())
+        if high - low < 2**31 and -(2**62) < low and high < 2**62:
+            return column.astype(np.int64) - low, high - low + 1
     values, codes = np.unique(column, return_inverse=True)
     return codes.reshape(-1).astype(np.int64), max(values.size, 1)
 

@@ -308,6 +308,29 @@ def test_tables_equal_on_models_not_discretized():
         assert_same_idxs(idxs, ref_idxs)
 
 
+def test_grouping_matches_first_seen_tuples():
+    """`emit._first_seen_groups` numbers rows as a dict of row tuples would, also for
+    columns whose combined value range overflows one integer key."""
+    rng = np.random.RandomState(4)
+    n = 3000
+    columns = [
+        rng.choice([0, 2**40, -(2**40), 7], size=n).astype(np.int64),
+        rng.choice([0.5, -1.25, 3.0], size=n),
+        rng.rand(n) < 0.5,
+        rng.randint(0, 2**31 - 1, size=n).astype(np.int64) % 5 * (2**30),
+        rng.randint(-3, 3, size=n).astype(np.int32),
+        rng.choice([0, 2**31 - 2], size=n).astype(np.int64),
+        rng.choice([5, 2**31 - 2], size=n).astype(np.int64),
+        rng.choice([-128, 127, 0], size=n).astype(np.int8),
+        rng.choice([0, 2**64 - 1], size=n).astype(np.uint64),
+    ]
+    first, group = emit._first_seen_groups(columns)
+    seen = {}
+    expected = [seen.setdefault(row, len(seen)) for row in zip(*(c.tolist() for c in columns))]
+    np.testing.assert_array_equal(group, expected)
+    np.testing.assert_array_equal(first, [expected.index(g) for g in range(len(seen))])
+
+
 def test_empty_core_tables():
     assert emit.compartment_cfgs([]) == ([], {})
     assert emit.vth_cfgs([]) == ([], {})
