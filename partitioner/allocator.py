@@ -29,15 +29,11 @@ import os
 import weakref
 
 import numpy as np
-from nengo_loihi.hardware.allocators import (
-    Allocator,
-    core_compartment_cfgs,
-    core_stdp_pre_cfgs,
-    core_vth_cfgs,
-)
+from nengo_loihi.hardware.allocators import Allocator
 from nengo_loihi.hardware.nxsdk_objects import Board
 
 from partitioner import formats
+from partitioner.emit import fill_core
 from partitioner.errors import (
     BlockTooLargeError,
     CoreRuleError,
@@ -149,77 +145,6 @@ def _widen_formats(block, index_bits):
 
 
 # ---------------------------------------------------------------- emission
-def _next_axon_id(core):
-    """The first input axon id after every id the synapses on ``core`` already use."""
-    for synapse in reversed(core.synapse_axons):
-        ids = [i for i in core.synapse_axons[synapse] if i is not None]
-        if ids:
-            return ids[-1] + synapse.idxs_per_synapse()
-    return 0
-
-
-def _add_synapse(core, synapse):
-    """Add ``synapse`` to ``core`` as ``Core.add_synapse`` does, numbering its axons
-    after the last id in use.
-
-    ``Core.add_synapse`` continues from the previous synapse's last axon id, which is
-    None when that axon is a dummy (e.g. the input pixels a strided convolution never
-    reads), and then fails with a TypeError. nengo-loihi never adds a synapse after
-    such a one because its allocators give every block a core and those synapses come
-    last in their block; on a shared core the next block's synapses follow them.
-    Counting from the last id in use also keeps a learning synapse's trace ids (two
-    ids per axon) apart from the next synapse's ids.
-    """
-    synapse_cfg_idx = core.get_synapse_cfg_idx(synapse.synapse_cfg)
-    core.synapse_cfg_idxs[synapse] = synapse_cfg_idx
-    step = synapse.idxs_per_synapse()
-    next_id = _next_axon_id(core)
-    ids = []
-    for idx in range(synapse.n_axons):
-        base = synapse.axon_compartment_base(idx)
-        weights, _ = synapse.axon_weights_indices(idx)
-        if base is None or weights.size == 0:
-            ids.append(None)  # dummy axon, not built
-        else:
-            ids.append(next_id)
-            next_id += step
-    core.synapse_axons[synapse] = ids
-    core.board.index_synapse(synapse, core.chip, core, ids)
-
-    start = 0
-    if core.synapse_entries:
-        start = core.synapse_entries[next(reversed(core.synapse_entries))][1]
-    core.synapse_entries[synapse] = (start, start + synapse.size())
-
-
-def _fill_core(core, blocks):
-    """Configure ``core`` with ``blocks``, as `Allocator.block_to_new_core` does for one."""
-    for block in blocks:
-        core.add_block(block)
-
-    compartment_cfgs, compartment_cfg_idxs = core_compartment_cfgs(core)
-    for cfg in compartment_cfgs:
-        core.add_compartment_cfg(cfg)
-    core.compartment_cfg_idxs = compartment_cfg_idxs
-
-    vth_cfgs, vth_cfg_idxs = core_vth_cfgs(core)
-    for cfg in vth_cfgs:
-        core.add_vth_cfg(cfg)
-    core.vth_cfg_idxs = vth_cfg_idxs
-
-    for block in blocks:
-        for synapse in block.synapses:
-            _add_synapse(core, synapse)
-
-    stdp_pre_cfgs, stdp_pre_cfg_idxs = core_stdp_pre_cfgs(core)
-    for cfg in stdp_pre_cfgs:
-        core.add_stdp_pre_cfg(cfg)
-    core.stdp_pre_cfg_idxs = stdp_pre_cfg_idxs
-
-    core.stdp_pre_cfg_idx = None  # set by nengo_loihi.hardware.builder
-    core.stdp_cfg_idx = None  # set by nengo_loihi.hardware.builder
-
-
 def _check_sizes(blocks, plan, graph):
     if plan.n_blocks != len(blocks):
         raise PlanError(
@@ -303,7 +228,7 @@ def board_from_plan(model, plan, graph=None, limits=None):
             _harmonize_noise(core_blocks, inert[idx], where)
             for block in core_blocks[1:]:
                 _widen_formats(block, limits.shared_index_bits)
-            _fill_core(chip.new_core(), core_blocks)
+            fill_core(chip.new_core(), core_blocks)
 
     board.probes.extend(model.probes)
     logger.info(
