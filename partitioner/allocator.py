@@ -527,7 +527,7 @@ class PlanAllocator(Allocator):
         Raises
         ------
         PlanError
-            The plan was made for another model.
+            The plan was made for another model (the message says what differs).
         InfeasibleError
             The plan uses more chips than ``n_chips`` or than its board has.
         CoreRuleError
@@ -535,18 +535,18 @@ class PlanAllocator(Allocator):
         """
         restore_model(model)
         graph = extract(model)
-        self.plan.check_matches(graph)
-        if self.plan.n_chips > n_chips:
+        plan = self.plan.matched_to(graph)  # nengo-loihi may number blocks anew
+        if plan.n_chips > n_chips:
             raise InfeasibleError(
-                f"The plan uses {self.plan.n_chips} chips but only {n_chips} were asked "
-                f"for. Pass hardware_options={{'n_chips': {self.plan.n_chips}}} or more, "
+                f"The plan uses {plan.n_chips} chips but only {n_chips} were asked "
+                f"for. Pass hardware_options={{'n_chips': {plan.n_chips}}} or more, "
                 f"or make a plan with partitioner.partition(graph, "
                 f"n_chips={n_chips})."
             )
-        board = get_board(self.board) if self.board is not None else _plan_board(self.plan)
-        check_plan(graph, self.plan, board)
+        board = get_board(self.board) if self.board is not None else _plan_board(plan)
+        check_plan(graph, plan, board)
         self.last_graph = graph
-        return board_from_plan(model, self.plan, graph, limits=board.limits)
+        return board_from_plan(model, plan, graph, limits=board.limits)
 
 
 def _plan_board(plan):

@@ -433,6 +433,7 @@ def _run_nengo_loihi(name, model, graph, board, n_chips, allocator_rates):
     if reason:
         return StrategyResult(name, reason=reason, runtime_s=runtime, note=note)
     plan = board_to_plan(nl_board, model, graph, strategy=name, board_name=board.name)
+    plan.remember_graph(graph)
     return StrategyResult(name, plan=plan, runtime_s=runtime, note=note)
 
 
@@ -866,13 +867,15 @@ def _cmd_diff(args, say):
     from partitioner.plan import Plan
 
     a, b = Plan.load(args.a), Plan.load(args.b)
-    if a.fingerprint != b.fingerprint or a.n_blocks != b.n_blocks:
+    differences = a.model_differences(b.fingerprint, b.n_blocks)
+    if differences:
         raise PlanError(
-            f"{args.a} and {args.b} are plans of different models (fingerprints "
-            f"{a.fingerprint} and {b.fingerprint}); diff needs two plans of one model."
+            f"{args.a} and {args.b} are plans of different models (they differ in "
+            f"{'; '.join(differences)}); diff needs two plans of one model."
         )
-    core_a, core_b = a.block_core, b.block_core
-    chip_a, chip_b = a.block_chip, b.block_chip
+    same = a.block_mapping(b)  # block i of a is block same[i] of b
+    core_a, core_b = a.block_core, b.block_core[same]
+    chip_a, chip_b = a.block_chip, b.block_chip[same]
     moved_chip = np.flatnonzero(chip_a != chip_b)
     moved_core = np.flatnonzero(core_a != core_b)
     print(f"a: {args.a} ({a.strategy or '-'}, {a.board})")

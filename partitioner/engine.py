@@ -95,9 +95,38 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     InfeasibleError
         The model does not fit ``n_chips`` chips of ``board``.
     """
+    order, canonical = _canonical(graph)
     with _collector_paused():
-        return _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
-                          refine_plan, progress, options)
+        plan = _partition(canonical, n_chips, board, strategy, seed, objective,
+                          _canonical_pins(pins, order), spread, refine_plan, progress,
+                          options)
+    if canonical is not graph:
+        plan = plan.renumbered(np.argsort(order.ranks), block_order=order)
+    return plan.remember_graph(graph)
+
+
+def _canonical(graph):
+    """The graph's canonical block order, and the graph renumbered in that order.
+
+    nengo-loihi may number the blocks of one network differently in each process;
+    partitioning the canonically numbered graph gives the same plan in every process
+    (`partitioner.identity`).
+    """
+    from partitioner.identity import block_order, reordered
+
+    order = block_order(graph)
+    if np.array_equal(order.ranks, np.arange(graph.n_blocks)):
+        return order, graph
+    return order, reordered(graph, np.argsort(order.ranks))
+
+
+def _canonical_pins(pins, order):
+    """Pins on canonical block numbers (numbers out of range are kept, to be reported)."""
+    if not pins:
+        return pins
+    n = order.ranks.size
+    return {int(order.ranks[int(b)]) if 0 <= int(b) < n else b: chip
+            for b, chip in pins.items()}
 
 
 @contextlib.contextmanager

@@ -84,6 +84,15 @@ WEIGHT_UNITS = 1e9
 SEARCH_SHARE = 0.6
 #: Longest single exact packing check, in seconds.
 PACK_CHECK_SECONDS = 2.0
+#: With ``deterministic=True``, one second of ``time_limit`` buys this much CP-SAT
+#: deterministic time (a count of solver work). CP-SAT calls one unit "about a
+#: second", but on this project's models one unit took about 5 s of CPU time.
+DETERMINISTIC_TIME_PER_SECOND = 0.2
+#: With ``deterministic=True``, a run whose wall-clock time passes this many times
+#: its ``time_limit``, plus `DETERMINISTIC_WALL_SLACK` seconds, stops anyway (and
+#: ``info["repeatable"]`` says it may not repeat).
+DETERMINISTIC_WALL_FACTOR = 10.0
+DETERMINISTIC_WALL_SLACK = 30.0
 _EPS = 1e-12
 
 _IN, _SYN = RESOURCES.index("in_axons"), RESOURCES.index("synapse_bits")
@@ -98,7 +107,7 @@ _PLAIN_TABLES = (
 
 # ==================================================================== entry point
 def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
-        max_blocks=MAX_BLOCKS, deterministic=False, **_):
+        max_blocks=MAX_BLOCKS, deterministic=True, **_):
     """CP-SAT strategy: minimize the traffic between chips on at most ``k`` chips.
 
     Parameters
@@ -108,9 +117,13 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
     k : int
         Most chips to use.
     time_limit : float
-        Wall-clock limit of the solver in seconds (the warm start comes on top).
+        Solver limit in seconds (the warm start comes on top). With
+        ``deterministic`` a fixed amount of solver work, `DETERMINISTIC_TIME_PER_SECOND`
+        units of CP-SAT deterministic time per second, which takes about that long
+        on one unloaded core; otherwise wall-clock seconds.
     workers : int
-        CP-SAT search workers (threads).
+        CP-SAT search workers (threads) when ``deterministic`` is False; a
+        deterministic search runs on one.
     warm_start : bool
         Hint the refined METIS plan to CP-SAT. That plan is computed anyway: it is
         the fallback, and the bins of the core model.
@@ -120,9 +133,15 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
         ``model="auto"`` solves the block model up to this many blocks, the core
         model above.
     deterministic : bool
-        Run CP-SAT's workers interleaved, so that a solve that finishes within the
-        time limit gives the same plan every time (often slower on easy models).
-        Otherwise several optimal plans of equal cost may come back on different runs.
+        Repeatable (default): CP-SAT searches on one worker and every limit is
+        deterministic time (``max_deterministic_time``), so the same graph, options
+        and seed give the same plan on every run, however busy the machine, with the
+        same OR-Tools version. ``info["repeatable"]`` is False in the one case this
+        cannot hold: the wall-clock guard (`DETERMINISTIC_WALL_FACTOR` x
+        ``time_limit`` + `DETERMINISTIC_WALL_SLACK` seconds) stopped a solve first.
+        With False, limits are wall-clock seconds and ``workers`` CP-SAT workers
+        race: the plan can differ from run to run whenever a limit is reached, and
+        between optimal plans of equal cost.
 
     Returns
     -------
@@ -147,9 +166,7 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
         return _with_info(warm, _info("OPTIMAL", 0.0, 0.0, "trivial", t0))
     if model == "auto":
         model = "blocks" if g.n_blocks <= max_blocks else "cores"
-    params = _Params(deadline=time.perf_counter() + float(time_limit),
-                     workers=int(workers), seed=int(ctx.seed),
-                     deterministic=bool(deterministic))
+    params = _Params.start(time_limit, workers, ctx.seed, deterministic)
     hint = warm if warm_start else None
     if model == "blocks":
         result = _solve_blocks(ctx, k, hint, params)
@@ -157,7 +174,11 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
         result = _solve_slots(ctx, k, hint, params)
     else:
         result = _solve_cores(ctx, k, warm, params)
-    return _finish(ctx, result, warm, model, t0)
+    packed = _finish(ctx, result, warm, model, t0)
+    if packed is not None:
+        packed.info.update(repeatable=params.deterministic and not params.wall_stopped,
+                           deterministic_time=params.spent)
+    return packed
 
 
 def _warm_start(ctx, k):
@@ -170,15 +191,38 @@ def _warm_start(ctx, k):
 
 @dataclass
 class _Params:
-    """Solver settings shared by every CP-SAT call of one `ilp` run."""
+    """Solver settings shared by every CP-SAT call of one `ilp` run.
+
+    ``remaining`` is the budget left in seconds: wall-clock, or with
+    ``deterministic`` the work of each solve (its ``deterministic_time`` over
+    `DETERMINISTIC_TIME_PER_SECOND`), so that where a run stops does not depend on
+    the machine's speed or load.
+    """
 
     deadline: float
     workers: int
     seed: int
     deterministic: bool = False
+    budget: float = 0.0
+    spent: float = 0.0
+    wall_deadline: float = float("inf")
+    wall_stopped: bool = False
+
+    @classmethod
+    def start(cls, time_limit, workers, seed, deterministic):
+        now = time.perf_counter()
+        return cls(deadline=now + float(time_limit), workers=int(workers), seed=int(seed),
+                   deterministic=bool(deterministic), budget=float(time_limit),
+                   wall_deadline=now + DETERMINISTIC_WALL_FACTOR * float(time_limit)
+                   + DETERMINISTIC_WALL_SLACK)
 
     def remaining(self):
+        if self.deterministic:
+            return self.budget - self.spent
         return self.deadline - time.perf_counter()
+
+    def wall_remaining(self):
+        return self.wall_deadline - time.perf_counter()
 
 
 @dataclass
@@ -294,16 +338,26 @@ def _edges(traffic):
 
 # ==================================================================== CP-SAT glue
 def _solve(model, params, limit=None, subsolvers=None):
-    """Solve ``model`` until the deadline (or ``limit`` seconds)."""
+    """Solve ``model`` until the budget runs out (or ``limit`` more seconds)."""
     solver = cp_model.CpSolver()
-    seconds = params.remaining() if limit is None else min(limit, params.remaining())
-    solver.parameters.max_time_in_seconds = max(0.01, seconds)
-    solver.parameters.num_workers = max(1, params.workers)
+    seconds = max(0.01, params.remaining() if limit is None
+                  else min(limit, params.remaining()))
     solver.parameters.random_seed = params.seed
-    solver.parameters.interleave_search = params.deterministic
+    if params.deterministic:
+        # One worker: several, even interleaved, overrun the deterministic limit.
+        solver.parameters.num_workers = 1
+        solver.parameters.max_deterministic_time = seconds * DETERMINISTIC_TIME_PER_SECOND
+        solver.parameters.max_time_in_seconds = max(0.01, params.wall_remaining())
+    else:
+        solver.parameters.num_workers = max(1, params.workers)
+        solver.parameters.max_time_in_seconds = seconds
     for name in subsolvers or ():
         solver.parameters.subsolvers.append(name)
     status = solver.solve(model)
+    if params.deterministic:
+        work = solver.response_proto.deterministic_time / DETERMINISTIC_TIME_PER_SECOND
+        params.spent += max(work, 1e-3)
+        params.wall_stopped |= params.wall_remaining() <= 0
     return solver, _status_name(status)
 
 

@@ -1,0 +1,251 @@
+"""What a new user meets: replaying saved plans, names, messages, output paths,
+progress, repeatability, plots and memory.
+
+Networks are small real nengo networks; command-line tests run the program as a
+subprocess, several with different ``PYTHONHASHSEED`` values so that nengo-loihi
+numbers the blocks of one network differently in each process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import nengo
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import partitioner
+from partitioner.errors import PlanError
+from partitioner.graph import TrafficGraph
+from partitioner.plan import Plan
+from partitioner.synthetic import random_graph
+
+#: A network with unlabeled objects, PES learning (nengo-loihi adds a Node for the
+#: error) and an EnsembleArray whose passthrough nodes nengo-loihi removes, creating
+#: decode-neuron blocks in an order that changes between processes.
+REPLAY_NET = """
+import nengo
+import numpy as np
+
+
+def build():
+    with nengo.Network(seed=3) as net:
+        stim = nengo.Node(lambda t: np.sin(6 * t))
+        a = nengo.Ensemble(40, 1)
+        b = nengo.Ensemble(30, 1)
+        nengo.Connection(stim, a)
+        learned = nengo.Connection(a, b, learning_rule_type=nengo.PES(1e-4))
+        error = nengo.Ensemble(30, 1)
+        nengo.Connection(b, error)
+        nengo.Connection(a, error, transform=-1)
+        nengo.Connection(error, learned.learning_rule)
+        order = 4
+        memory = nengo.networks.EnsembleArray(20, order)
+        nengo.Connection(stim, memory.input, transform=np.ones((order, 1)) * 0.1)
+        recur = np.eye(order) + 0.1 * np.tril(np.ones((order, order)), -1)
+        nengo.Connection(memory.output, memory.input, transform=recur, synapse=0.1)
+        hidden = nengo.Ensemble(60, order)
+        nengo.Connection(memory.output, hidden)
+        nengo.Connection(hidden, b, function=lambda x: x[0])
+    return net
+"""
+
+REPLAY_CHECK = """
+import sys, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+import replay_net
+from partitioner import PlanAllocator
+from partitioner.extract import build_model
+from partitioner.nxsdk_standin import build_on_standin
+
+model = build_model(replay_net.build())
+allocator = PlanAllocator(sys.argv[2])
+board = allocator(model, 2)
+nxsdk = build_on_standin(board)
+print("replayed", len(nxsdk.cores()), "cores")
+"""
+
+
+def run(args, seed=0, check=True, cwd=None, env=None):
+    """Run a command with ``PYTHONHASHSEED=seed``; returns the CompletedProcess."""
+    full_env = dict(os.environ, PYTHONHASHSEED=str(seed), **(env or {}))
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                          timeout=900, env=full_env, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def cli(*args, **kwargs):
+    return run([sys.executable, "-m", "partitioner.cli", *args], **kwargs)
+
+
+def permuted(graph, order, key_shift=0):
+    """``graph`` with block ``order[i]`` as block ``i`` and config keys renumbered."""
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+
+    def keys(m):
+        m = sp.csr_matrix(m)[order]
+        n_keys = m.shape[1]
+        if n_keys and key_shift:
+            m = m[:, (np.arange(n_keys) + key_shift) % n_keys]
+        return m
+
+    return TrafficGraph(
+        labels=[graph.labels[i] for i in order], sources=[graph.sources[i] for i in order],
+        resources=graph.resources[order], shared_synapse_bits=graph.shared_synapse_bits[order],
+        configs={k: keys(m) for k, m in graph.configs.items()},
+        core_key=graph.core_key[order], noise_key=graph.noise_key[order],
+        learning=graph.learning[order], pop_sender=graph.pop_sender[order],
+        pop16_in_limit=graph.pop16_in_limit[order],
+        axons=graph.axons[order][:, order], spikes=graph.spikes[order][:, order],
+        input_labels=list(graph.input_labels), input_axons=graph.input_axons[:, order],
+        input_spikes=graph.input_spikes[:, order], dt=graph.dt, rates=graph.rates,
+    )
+
+
+# ====================================================== 1. saved plans replay
+@pytest.fixture(scope="module")
+def replay_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("replay")
+    (path / "replay_net.py").write_text(REPLAY_NET)
+    (path / "check.py").write_text(REPLAY_CHECK)
+    return path
+
+
+def test_fingerprint_ignores_block_order_and_key_numbers():
+    graph = random_graph(400, seed=4)
+    order = np.random.default_rng(0).permutation(graph.n_blocks)
+    shuffled = permuted(graph, order, key_shift=5)
+    assert shuffled.fingerprint() == graph.fingerprint()
+    assert "0x" not in graph.fingerprint()
+
+
+def test_plan_maps_onto_the_same_model_numbered_differently():
+    graph = random_graph(400, seed=4)
+    plan = partitioner.partition(graph, n_chips=3, spread=True)
+    order = np.random.default_rng(1).permutation(graph.n_blocks)
+    shuffled = permuted(graph, order)
+    saved = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    matched = saved.matched_to(shuffled)
+    # Block i of the shuffled graph is block order[i] of the original.
+    assert np.array_equal(matched.block_chip, plan.block_chip[order])
+    assert np.array_equal(matched.block_core, plan.block_core[order])
+    assert partitioner.evaluate(shuffled, matched).interchip_spikes == pytest.approx(
+        partitioner.evaluate(graph, plan).interchip_spikes)
+    with pytest.raises(PlanError, match="another order"):
+        saved.check_matches(shuffled)
+
+
+def test_a_different_model_is_refused_with_what_differs():
+    def net(n_neurons, connect):
+        with nengo.Network(seed=0) as model:
+            a = nengo.Ensemble(n_neurons, 1)
+            b = nengo.Ensemble(50, 1)
+            if connect:
+                nengo.Connection(a, b)
+        return model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = partitioner.extract(net(40, True), progress=False)
+        bigger = partitioner.extract(net(60, True), progress=False)
+        unconnected = partitioner.extract(net(40, False), progress=False)
+    plan = partitioner.partition(base)
+    with pytest.raises(PlanError, match=r"blocks' sizes"):
+        plan.matched_to(bigger)
+    with pytest.raises(PlanError, match=r"connections between blocks \(\d+ vs \d+"):
+        plan.matched_to(unconnected)
+    old = Plan.from_dict(dict(plan.to_dict(), fingerprint="0123456789abcdef"))
+    with pytest.raises(PlanError, match="earlier version"):
+        old.matched_to(base)
+
+
+def test_saved_plans_replay_in_other_processes(replay_dir):
+    """`partitioner plan` twice (two processes), `diff` says they are one model, and
+    `PlanAllocator` replays the plan in a third process and builds it on the
+    NxSDK stand-in: a network with unlabeled objects, PES learning and
+    passthrough-removed connections."""
+    net = replay_dir / "replay_net.py"
+    a, b = replay_dir / "a.json", replay_dir / "b.json"
+    cli("-q", "plan", net, "-o", a, "--chips", "2", seed=1)
+    cli("-q", "plan", net, "-o", b, "--chips", "2", seed=2)
+    labels = json.loads(a.read_text())
+    assert labels["block_order"]["exact"]
+    diff = cli("diff", a, b, seed=3)
+    assert "blocks on another chip: 0 of" in diff.stdout
+    assert "on another core: 0 of" in diff.stdout
+    replayed = run([sys.executable, replay_dir / "check.py", replay_dir, a], seed=4)
+    assert "replayed" in replayed.stdout
+
+
+# ======================================================= 9. repeatable plans
+def test_ilp_is_repeatable_when_it_stops_at_its_limit():
+    """Two runs of the CP-SAT strategy on a model it cannot solve to optimality
+    within its limit give the same plan (deterministic time, one worker)."""
+    graph = random_graph(220, seed=3)
+    plans = [partitioner.partition(graph, n_chips=4, spread=True, strategy="ilp",
+                                   time_limit=0.5) for _ in range(2)]
+    assert plans[0].info["status"] == "FEASIBLE"  # stopped at the limit
+    assert all(p.info["repeatable"] for p in plans)
+    assert np.array_equal(plans[0].layout, plans[1].layout)
+    assert np.array_equal(plans[0].core_ptr, plans[1].core_ptr)
+    assert np.array_equal(plans[0].core_chip, plans[1].core_chip)
+    assert np.array_equal(plans[0].chip_position, plans[1].chip_position)
+
+
+def test_placement_is_repeatable_when_it_stops_at_its_budget():
+    """Placing 200 chips on Pohoiki Springs with a small budget stops the searches
+    early; the same plan and seed still give the same positions."""
+    from partitioner.placement import place_chips
+
+    n = 200
+    rng = np.random.default_rng(0)
+    traffic = rng.exponential(5.0, (n, n)) * (rng.random((n, n)) < 0.05)
+    np.fill_diagonal(traffic, 0.0)
+    spikes = sp.csr_matrix(traffic)
+    empty = sp.csr_matrix((n, 1), dtype=bool)
+    graph = TrafficGraph(
+        labels=[f"b{i}" for i in range(n)], sources=[f"s{i}" for i in range(n)],
+        resources=np.ones((n, 4), dtype=np.int64), shared_synapse_bits=np.ones(n),
+        configs={k: empty for k in ("compartment_cfgs", "vth_cfgs", "synapse_cfgs",
+                                    "synapse_cfgs_shared", "stdp_pre_cfgs")},
+        core_key=np.zeros(n), noise_key=np.full(n, -1), learning=np.zeros(n, bool),
+        pop_sender=np.zeros(n, bool), pop16_in_limit=np.zeros(n),
+        axons=(spikes > 0).astype(float), spikes=spikes, rates="synthetic",
+    )
+    plan = Plan.from_assignment(np.arange(n), np.arange(n), board="pohoiki_springs",
+                                fingerprint=graph.fingerprint())
+    runs = [place_chips(graph, plan, time_limit=0.5) for _ in range(2)]
+    assert np.array_equal(runs[0], runs[1])
+
+
+# ================================================ 2. names stay the functions
+def test_extract_and_whatif_stay_functions_after_their_modules_load():
+    """In a fresh process, importing the modules (as the allocator and the command
+    line do) leaves ``partitioner.extract`` and ``partitioner.whatif`` callable."""
+    code = textwrap.dedent("""
+        import warnings
+        warnings.simplefilter("ignore")
+        import nengo
+        from partitioner import MinCutAllocator  # imports partitioner.extract
+        import partitioner.cli  # imports partitioner.whatif
+        import partitioner
+        from partitioner.extract import build_model  # the module still imports
+        from partitioner.synthetic import random_graph
+        with nengo.Network(seed=0) as net:
+            nengo.Connection(nengo.Ensemble(20, 1), nengo.Ensemble(20, 1))
+        graph = partitioner.extract(net, progress=False)
+        records = partitioner.whatif(random_graph(50, seed=0), chips=[1], workers=1,
+                                     progress=False)
+        print(graph.n_blocks, len(records), callable(build_model))
+    """)
+    proc = run([sys.executable, "-c", code])
+    assert proc.stdout.split() == ["3", "1", "True"]  # 2 ensembles, 1 decode block
