@@ -271,6 +271,13 @@ def _first_chip_count(graph, board, pins, max_chips, spread):
     from partitioner.metrics import chip_lower_bound
 
     if spread:
+        if graph.n_blocks < max_chips:
+            raise InfeasibleError(
+                f"The model has {graph.n_blocks} block(s), fewer than the {max_chips} "
+                f"chips asked for: spread=True puts at least one block on every chip. "
+                f"Spread over at most {max(graph.n_blocks, 1)} chip(s), or drop "
+                f"spread=True to use the fewest chips that fit."
+            )
         return max_chips
     first = max(chip_lower_bound(graph, board), max(pins.values(), default=-1) + 1)
     if first > max_chips:
@@ -299,6 +306,9 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
         # A strategy that found its cores cannot fit k chips says how many they need.
         k = max(k + 1, min(ctx.notes.get("min_chips", 0), max_chips))
     if ctx.spread:
+        packed = _spread_fallback(ctx, max_chips, say)
+        if packed is not None:
+            return packed, max_chips
         raise InfeasibleError(
             f"Could not spread the model ({ctx.graph.n_blocks} blocks) over exactly "
             f"{max_chips} chip(s) of {ctx.board.name}: every chip needs at least one "
@@ -310,6 +320,18 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
         f"({ctx.graph.n_blocks} blocks). Allow more chips, use a larger board, or make "
         f"blocks smaller (see partitioner.fit_block_shapes)."
     )
+
+
+def _spread_fallback(ctx, k, say):
+    """A METIS plan whose empty chips get cores split off others (`strategies.spread`),
+    for a spread plan the strategy left with empty chips; or None."""
+    from partitioner.strategies.spread import spread_fallback
+
+    say(f"filling the empty chips of a cut into {k} chips")
+    packed = spread_fallback(ctx, k)
+    if packed is not None:
+        packed.info = dict(getattr(packed, "info", None) or {}, spread_filled=True)
+    return packed
 
 
 def _packed_order(packed):

@@ -19,7 +19,7 @@ import pytest
 import scipy.sparse as sp
 
 import partitioner
-from partitioner.errors import PlanError
+from partitioner.errors import InfeasibleError, PlanError
 from partitioner.graph import TrafficGraph
 from partitioner.plan import Plan
 from partitioner.synthetic import random_graph
@@ -249,3 +249,111 @@ def test_extract_and_whatif_stay_functions_after_their_modules_load():
     """)
     proc = run([sys.executable, "-c", code])
     assert proc.stdout.split() == ["3", "1", "True"]  # 2 ensembles, 1 decode block
+
+
+# ========================================================== 3. METIS is quiet
+def test_metis_messages_stay_off_stdout(capfd):
+    import pymetis
+
+    from partitioner.strategies.metis import _c_stdout_dropped
+
+    xadj, adjncy = np.array([0, 1, 2]), np.array([1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with _c_stdout_dropped():
+            pymetis.part_graph(5, xadj=xadj, adjncy=adjncy)  # too many parts
+    print("after", flush=True)
+    out, _ = capfd.readouterr()
+    assert out == "after\n"
+
+
+def test_metis_is_not_asked_for_trivial_cuts(capfd):
+    from partitioner.strategies.metis import metis_call
+
+    class Ctx:
+        cores_per_chip, seed, spread = 128, 0, True
+
+    pair = sp.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0]]))
+    parts = metis_call(pair, np.array([0.1, 0.1]), 5, Ctx(), {}, fill=0.95)
+    assert sorted(parts.tolist()) == [0, 1]
+    lonely = sp.csr_matrix((6, 6))
+    parts = metis_call(lonely, np.array([0.5, 0.4, 0.3, 0.2, 0.1, 0.1]), 3, Ctx(), {},
+                       fill=0.95)
+    assert np.bincount(parts, minlength=3).tolist() == [2, 2, 2]
+    assert capfd.readouterr().out == ""
+
+
+# ===================================== 8 and 14. spreading over exactly k chips
+SEVEN_BLOCKS = """
+import nengo
+
+
+def build():
+    with nengo.Network(seed=0) as net:
+        ens = [nengo.Ensemble(30, 1, label=f"e{i}") for i in range(7)]
+        for pre, post in zip(ens[:-1], ens[1:]):
+            nengo.Connection(pre.neurons, post.neurons, transform=0.01)
+    return net
+"""
+
+
+def test_fewer_blocks_than_chips_is_said_plainly(tmp_path):
+    path = tmp_path / "seven.py"
+    path.write_text(SEVEN_BLOCKS)
+    proc = cli("-q", "whatif", path, "--board", "nahuku32", "--chips", "6..12",
+               "--workers", "1")
+    assert "Cannot bisect" not in proc.stdout
+    assert "***" not in proc.stdout + proc.stderr
+    infeasible = [line for line in proc.stdout.splitlines() if "infeasible" in line]
+    assert len(infeasible) == 5  # 8 .. 12 chips
+    for line in infeasible:
+        assert "7 block(s), fewer than the" in line and "Could not spread" not in line
+
+
+def random_network(seed):
+    """A random network of 8 to 15 ensembles, as many random networks were tried."""
+    rng = np.random.RandomState(seed)
+    n_ens = int(rng.randint(8, 16))
+    with nengo.Network(seed=seed) as net:
+        ens = [nengo.Ensemble(int(rng.randint(5, 200)), int(rng.randint(1, 3)))
+               for _ in range(n_ens)]
+        for _ in range(int(rng.randint(0, 2 * n_ens))):
+            a, b = rng.randint(0, n_ens, 2)
+            if a == b:
+                continue
+            if rng.rand() < 0.5:
+                shape = (ens[b].n_neurons, ens[a].n_neurons)
+                nengo.Connection(ens[a].neurons, ens[b].neurons,
+                                 transform=rng.uniform(-1e-3, 1e-3, shape))
+            else:
+                shape = (ens[b].dimensions, ens[a].dimensions)
+                nengo.Connection(ens[a], ens[b], transform=rng.uniform(-1, 1, shape))
+    return net
+
+
+def test_spread_fills_chips_a_cut_left_empty():
+    """A 10-block network over 8 chips: METIS leaves chips empty; cores are split to
+    fill them, and the plan obeys every rule and builds on the stand-in."""
+    from partitioner.allocator import board_from_plan
+    from partitioner.extract import build_model
+    from partitioner.nxsdk_standin import build_on_standin
+    from partitioner.packing import check_plan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(random_network(88))
+    graph = partitioner.extract(model, progress=False)
+    assert graph.n_blocks == 10
+    plan = partitioner.partition(graph, n_chips=8, spread=True)
+    assert plan.n_chips == 8
+    check_plan(graph, plan)
+    nxsdk = build_on_standin(board_from_plan(model, plan, graph))
+    assert len(nxsdk.n2Chips) == 8
+
+
+def test_spread_over_as_many_chips_as_blocks():
+    graph = random_graph(12, seed=1, avg_degree=2)
+    plan = partitioner.partition(graph, n_chips=12, spread=True)
+    assert plan.n_chips == 12 and plan.n_cores == 12
+    with pytest.raises(InfeasibleError, match="12 block"):
+        partitioner.partition(graph, n_chips=13, spread=True)
