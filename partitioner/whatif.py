@@ -9,8 +9,10 @@ it. Sweep points run in parallel processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -76,12 +78,42 @@ class ProgressBar:
         self.done = 0
         self._t0 = time.perf_counter()
         self._last_len = 0
+        self._note = ""
+        self._lock = threading.Lock()
 
     def update(self, n=1, note=""):
         """Advance by ``n`` steps and redraw, with an optional note after the bar."""
-        self.done = min(self.done + n, self.total)
+        with self._lock:
+            self.done = min(self.done + n, self.total)
+            self._note = note
+            self._draw()
+
+    @contextlib.contextmanager
+    def ticking(self, seconds=5.0):
+        """Redraw (the elapsed time) every ``seconds`` while the block runs, so that a
+        long step does not look like a hang."""
+        if not self.enabled:
+            yield self
+            return
+        stop = threading.Event()
+
+        def tick():
+            while not stop.wait(seconds):
+                with self._lock:
+                    self._draw()
+
+        thread = threading.Thread(target=tick, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+
+    def _draw(self):
         if not self.enabled:
             return
+        note = self._note
         filled = int(self.width * self.done / self.total)
         bar = "#" * filled + "." * (self.width - filled)
         elapsed = time.perf_counter() - self._t0
@@ -323,10 +355,11 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
     bar = ProgressBar(len(tasks), "what-if", enabled=progress)
     workers = _worker_count(workers, len(tasks))
     try:
-        if workers <= 1:
-            records = _run_serial(graph, tasks, bar)
-        else:
-            records = _run_parallel(graph, tasks, bar, workers)
+        with bar.ticking():
+            if workers <= 1:
+                records = _run_serial(graph, tasks, bar)
+            else:
+                records = _run_parallel(graph, tasks, bar, workers)
     finally:
         bar.close()
     return records

@@ -357,3 +357,180 @@ def test_spread_over_as_many_chips_as_blocks():
     assert plan.n_chips == 12 and plan.n_cores == 12
     with pytest.raises(InfeasibleError, match="12 block"):
         partitioner.partition(graph, n_chips=13, spread=True)
+
+
+# ======================================================= 4. output paths first
+@pytest.mark.parametrize("args, expected", [
+    (["compare", "mnist_conv", "--plot", "{tmp}/out.xyz"], "cannot write '.xyz' files"),
+    (["compare", "mnist_conv", "--json", "{tmp}/missing/out.json"], "does not exist"),
+    (["whatif", "mnist_conv", "--plot", "{tmp}/missing/out.png"], "does not exist"),
+    (["plan", "mnist_conv", "-o", "{tmp}/missing/plan.json"], "mkdir -p"),
+    (["plan", "mnist_conv", "-o", "{tmp}/plan.txt"], "ending in .json"),
+    (["fit", "mnist_conv", "--json", "{tmp}"], "is a folder"),
+])
+def test_bad_output_paths_fail_before_any_work(tmp_path, args, expected):
+    proc = cli(*[a.format(tmp=tmp_path) for a in args], check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("partitioner: error: ")
+    assert expected in lines[0]
+    assert "loading scenario" not in proc.stderr  # nothing was built
+
+
+# ================================================ 5. scenarios ship with it
+def test_non_editable_install_runs_bundled_scenarios_from_anywhere(tmp_path):
+    """`pip install .` (a wheel, not editable) into a fresh folder, then
+    `partitioner compare spa_like` from another folder."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "site"
+    run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target,
+         root])
+    assert (target / "partitioner" / "scenarios" / "spa_like.py").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(target)}
+    where = run([sys.executable, "-c", "import partitioner; print(partitioner.__file__)"],
+                cwd=elsewhere, env=env)
+    assert where.stdout.startswith(str(target))
+    script = target / "bin" / "partitioner"
+    helped = run([sys.executable, script, "compare", "--help"], cwd=elsewhere, env=env)
+    assert "spa_like" in helped.stdout and "mnist_conv" in helped.stdout
+    proc = run([sys.executable, script, "-q", "compare", "spa_like"], cwd=elsewhere,
+               env=env)
+    assert "Scenario spa_like: 1000 blocks" in proc.stdout
+    metis = next(line.split() for line in proc.stdout.splitlines()
+                 if line.startswith("metis"))
+    # The README's Quickstart says what this run shows.
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert f"we need 1 chip and {metis[2].rstrip('*')} cores" in readme
+    assert metis[1].rstrip("*") == "1"
+
+
+# ============================================= 6. checking without hardware
+def test_check_builds_a_saved_plan_on_the_standin(replay_dir):
+    plan = replay_dir / "checked.json"
+    cli("-q", "plan", replay_dir / "replay_net.py", "-o", plan, seed=5)
+    proc = cli("-q", "check", plan, seed=6)
+    assert "every per-core table is within its size" in proc.stdout
+    data = json.loads(plan.read_text())
+    rows = [line for line in proc.stdout.splitlines() if line.split()[:1] == ["0"]]
+    assert len(rows) == len(data["core_chip"])
+    header = next(line for line in proc.stdout.splitlines() if "compartments" in line)
+    assert "input axons" in header and "syn formats" in header
+
+
+def test_check_builds_a_scenario_on_the_standin():
+    proc = cli("-q", "check", "mnist_conv", "--top", "3")
+    assert "build_board built 30 blocks" in proc.stdout
+    assert "more cores (the 3 fullest shown" in proc.stdout
+
+
+def test_check_refuses_a_plan_that_does_not_fit_its_model(replay_dir, tmp_path):
+    plan = replay_dir / "checked2.json"
+    cli("-q", "plan", replay_dir / "replay_net.py", "-o", plan)
+    other = tmp_path / "other.py"
+    other.write_text(SEVEN_BLOCKS)
+    proc = cli("-q", "check", plan, "--scenario", other, check=False)
+    assert proc.returncode == 2
+    assert "made for another model" in proc.stderr
+
+
+def readme_block(marker):
+    """The README's Python block that contains ``marker``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md"), encoding="utf-8") as f:
+        blocks = [b.split("```", 1)[0] for b in f.read().split("```python\n")[1:]]
+    return next(b for b in blocks if marker in b)
+
+
+def test_readme_simulator_recipe_runs_on_the_standin():
+    """The README's recipe for nengo_loihi.Simulator(target="loihi") without NxSDK."""
+    code = readme_block("standin_hardware")
+    with nengo.Network(seed=0) as net:
+        stim = nengo.Node(np.sin)
+        a = nengo.Ensemble(60, 1)
+        nengo.Connection(stim, a)
+        nengo.Connection(a, nengo.Ensemble(40, 1))
+    scope = {"net": net}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, "README.md", "exec"), scope)
+    hw = scope["hw"]
+    assert hw.board.summary() and hw.board.summary()[0]["compartments"] > 0
+
+
+# ======================================================= 7. no silent waits
+SLOW_SCENARIO = """
+import time
+import nengo
+
+
+def build():
+    time.sleep(7)
+    with nengo.Network(seed=0) as net:
+        nengo.Connection(nengo.Ensemble(20, 1), nengo.Ensemble(20, 1))
+    return net
+"""
+
+
+def test_long_stages_report_elapsed_time(tmp_path):
+    path = tmp_path / "slow.py"
+    path.write_text(SLOW_SCENARIO)
+    proc = cli("inspect", path)
+    assert "[partitioner] loading scenario" in proc.stderr
+    assert "... still loading scenario" in proc.stderr
+    assert "done loading scenario" in proc.stderr
+
+
+def test_whatif_progress_bar_ticks_while_a_point_runs():
+    import io
+    import time
+
+    from partitioner.whatif import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(2, "what-if", stream=stream)
+    with bar.ticking(0.05):
+        time.sleep(0.3)
+    assert stream.getvalue().count("\r") >= 3
+
+
+# ============================================================ 13. docs drift
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_docstrings_point_only_to_files_in_the_repository():
+    import re
+
+    pattern = re.compile(r"``((?:\.\./|docs/|scenarios/|partitioner/)[\w./-]+)``")
+    for folder, _, files in os.walk(os.path.join(ROOT, "partitioner")):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                text = f.read()
+            for ref in pattern.findall(text):
+                path = os.path.normpath(os.path.join(ROOT, ref))
+                assert path.startswith(ROOT + os.sep), f"{name} points outside: {ref}"
+                assert os.path.exists(path), f"{name} points to a missing file: {ref}"
+
+
+def guide_fit_rows():
+    with open(os.path.join(ROOT, "docs", "guide.md"), encoding="utf-8") as f:
+        text = f.read()
+    table = text.split("model    blocks  cores", 1)[1].split("```", 1)[0]
+    return {line.split()[0]: line.split() for line in table.splitlines()[1:]
+            if line.strip() and not line.startswith("-")}
+
+
+def test_guide_fit_example_matches_a_run():
+    proc = cli("-q", "fit", "resnet_unfitted")
+    rows = {}
+    for line in proc.stdout.splitlines():
+        if line.split()[:1] in (["before"], ["after"]):
+            rows[line.split()[0]] = line.split()
+    documented = guide_fit_rows()
+    assert rows["before"] == documented["before"]
+    assert rows["after"] == documented["after"]
+    assert documented["applied"][1:4] == rows["after"][1:4]
