@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 import sys
 import time
 
 import numpy as np
 
 from partitioner.errors import InfeasibleError, PartitionerError
+from partitioner.graph import RESOURCES
 from partitioner.hardware import get_board
 from partitioner.packing import BlockKeys, check_blocks, effective_size
 from partitioner.plan import Plan
@@ -95,6 +97,8 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     InfeasibleError
         The model does not fit ``n_chips`` chips of ``board``.
     """
+    # Refusals name the first offending block in the model's own order.
+    check_blocks(graph, get_board(board).limits)
     order, canonical = _canonical(graph)
     with _collector_paused():
         plan = _partition(canonical, n_chips, board, strategy, seed, objective,
@@ -267,8 +271,51 @@ def _check_pins(pins, graph, max_chips):
     return {int(b): int(c) for b, c in pins.items()}
 
 
+def _pinned_sources(graph, blocks, most=3):
+    """The nengo objects the ``blocks`` came from, without their neuron ranges."""
+    names = list(dict.fromkeys(re.sub(r"\[[^\]]*\]$", "", graph.sources[b])
+                               for b in blocks))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _check_pinned_chips(graph, board, pins):
+    """Raise `InfeasibleError` when the blocks pinned to one chip need more cores than
+    a chip has (a lower bound: blocks that need a core alone, plus the fullest
+    resource of the others)."""
+    if not pins:
+        return
+    cap = board.limits.capacity_vector()
+    by_chip = {}
+    for block, chip in pins.items():
+        by_chip.setdefault(chip, []).append(block)
+    for chip, blocks in sorted(by_chip.items()):
+        blocks = np.asarray(sorted(blocks), dtype=np.int64)
+        alone = graph.alone[blocks]
+        totals = graph.resources[blocks[~alone]].sum(axis=0) / cap
+        shared = int(np.ceil(totals.max(initial=0.0) - 1e-9))
+        need = int(alone.sum()) + shared
+        if need <= board.cores_per_chip:
+            continue
+        why = []
+        if alone.any():
+            why.append(f"{int(alone.sum())} of them need a core of their own (they learn "
+                       f"or send population axons)")
+        if shared:
+            why.append(f"the others' {RESOURCES[int(totals.argmax())]} fill "
+                       f"{shared} core(s)")
+        raise InfeasibleError(
+            f"The pins put {blocks.size} blocks on chip {chip} (from "
+            f"{_pinned_sources(graph, blocks)}), which need at least {need} cores "
+            f"({'; '.join(why)}), but a chip of {board.name} has "
+            f"{board.cores_per_chip}. Pin them to several chips, or pin fewer."
+        )
+
+
 def _first_chip_count(graph, board, pins, max_chips, spread):
     from partitioner.metrics import chip_lower_bound
+
+    _check_pinned_chips(graph, board, pins)
 
     if spread:
         if graph.n_blocks < max_chips:
@@ -315,10 +362,15 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
             f"core and chips must stay balanced. Spread over fewer chips, or drop "
             f"spread=True to use the fewest chips that fit."
         )
+    pinned = ""
+    if ctx.pins:
+        pinned = (f" The {len(ctx.pins)} pinned block(s) (from "
+                  f"{_pinned_sources(ctx.graph, sorted(ctx.pins))}) must stay on their "
+                  f"chips; pinning fewer may let the rest fit.")
     raise InfeasibleError(
         f"Could not place the model on {max_chips} chip(s) of {ctx.board.name} "
         f"({ctx.graph.n_blocks} blocks). Allow more chips, use a larger board, or make "
-        f"blocks smaller (see partitioner.fit_block_shapes)."
+        f"blocks smaller (see partitioner.fit_block_shapes).{pinned}"
     )
 
 

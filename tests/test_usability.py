@@ -534,3 +534,90 @@ def test_guide_fit_example_matches_a_run():
     assert rows["before"] == documented["before"]
     assert rows["after"] == documented["after"]
     assert documented["applied"][1:4] == rows["after"][1:4]
+
+
+# ============================================================== 10. messages
+def test_a_network_with_nothing_on_chip_is_said_so():
+    from partitioner.errors import ExtractionError
+
+    with nengo.Network() as net:
+        nengo.Node(1.0)
+    with pytest.raises(ExtractionError, match="nothing to place on Loihi"):
+        partitioner.extract(net, progress=False)
+
+
+def test_a_dense_connection_gets_one_piece_of_advice():
+    from partitioner.errors import BlockTooLargeError
+
+    with nengo.Network(seed=1) as net:
+        wide = nengo.Ensemble(4200, 1, label="wide")
+        narrow = nengo.Ensemble(10, 1, label="narrow")
+        nengo.Connection(wide.neurons, narrow.neurons, transform=np.full((10, 4200), 1e-4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(BlockTooLargeError) as info:
+            partitioner.extract(net, progress=False)
+    text = str(info.value)
+    assert "No block shape helps" in text and "4200 input axons" in text
+    assert "BlockShape(" not in text and "block_shape =" not in text
+    assert info.value.suggestion is None
+
+
+# ==================================================================== 15. pins
+def pes_network():
+    with nengo.Network(seed=3) as net:
+        stim = nengo.Node(lambda t: np.sin(6 * t))
+        a = nengo.Ensemble(40, 1, label="a")
+        b = nengo.Ensemble(30, 1, label="b")
+        nengo.Connection(stim, a)
+        learned = nengo.Connection(a, b, learning_rule_type=nengo.PES(1e-4))
+        error = nengo.Ensemble(30, 1, label="error")
+        nengo.Connection(b, error)
+        nengo.Connection(a, error, transform=-1)
+        nengo.Connection(error, learned.learning_rule)
+        memory = nengo.networks.EnsembleArray(20, 2, label="memory")
+        nengo.Connection(a, memory.input[0])
+        c = nengo.Ensemble(30, 1, label="c")  # on chip, unlike b (post of learning)
+        through = nengo.Connection(memory.output, c, transform=[[1.0, 1.0]])
+    return net, learned, through
+
+
+def test_pinning_a_connection_nengo_loihi_replaced_pins_its_blocks():
+    from partitioner.allocator import MinCutAllocator, pins_to_blocks
+    from partitioner.extract import build_model
+
+    net, learned, through = pes_network()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(net)
+    assert learned not in model.objs and through not in model.objs
+    pins = pins_to_blocks({learned: 1, through: 1}, model)
+    assert len(pins) >= 2 and set(pins.values()) == {1}
+    allocator = MinCutAllocator(spread=True, pins={learned: 1, through: 1})
+    allocator(model, 2)
+    chips = allocator.last_plan.block_chip
+    assert all(chips[b] == 1 for b in pins)
+
+
+def test_a_pin_that_cannot_fit_is_named():
+    """144 blocks that send population axons (each needs a core) pinned to one
+    128-core chip."""
+    n = 150
+    empty = sp.csr_matrix((n, 1), dtype=bool)
+    sources = [f"<Ensemble 'conv'>[{i}]" for i in range(144)] + [
+        f"<Ensemble 'dense'>[{i}]" for i in range(6)]
+    graph = TrafficGraph(
+        labels=[f"b{i}" for i in range(n)], sources=sources,
+        resources=np.full((n, 4), 8, dtype=np.int64), shared_synapse_bits=np.full(n, 8),
+        configs={k: empty for k in ("compartment_cfgs", "vth_cfgs", "synapse_cfgs",
+                                    "synapse_cfgs_shared", "stdp_pre_cfgs")},
+        core_key=np.zeros(n), noise_key=np.full(n, -1), learning=np.zeros(n, bool),
+        pop_sender=np.arange(n) < 144, pop16_in_limit=np.zeros(n),
+        axons=sp.csr_matrix((n, n)), spikes=sp.csr_matrix((n, n)),
+    )
+    with pytest.raises(InfeasibleError) as info:
+        partitioner.partition(graph, pins={b: 0 for b in range(144)})
+    text = str(info.value)
+    assert "<Ensemble 'conv'>" in text and "chip 0" in text
+    assert "144 of them need a core of their own" in text and "128" in text
+    assert "Could not place the model" not in text
