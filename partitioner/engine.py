@@ -316,17 +316,16 @@ def _first_chip_count(graph, board, pins, max_chips, spread):
     from partitioner.metrics import chip_lower_bound
 
     _check_pinned_chips(graph, board, pins)
-
-    if spread:
-        if graph.n_blocks < max_chips:
-            raise InfeasibleError(
-                f"The model has {graph.n_blocks} block(s), fewer than the {max_chips} "
-                f"chips asked for: spread=True puts at least one block on every chip. "
-                f"Spread over at most {max(graph.n_blocks, 1)} chip(s), or drop "
-                f"spread=True to use the fewest chips that fit."
-            )
-        return max_chips
+    if spread and graph.n_blocks < max_chips:
+        raise InfeasibleError(
+            f"The model has {graph.n_blocks} block(s), fewer than the {max_chips} "
+            f"chips asked for: spread=True puts at least one block on every chip. "
+            f"Spread over at most {max(graph.n_blocks, 1)} chip(s), or drop "
+            f"spread=True to use the fewest chips that fit."
+        )
     first = max(chip_lower_bound(graph, board), max(pins.values(), default=-1) + 1)
+    if spread and first <= max_chips:
+        return max_chips
     if first > max_chips:
         raise InfeasibleError(
             f"The model needs at least {first} chips (proven lower bound) but at most "

@@ -27,6 +27,7 @@ __all__ = [
     "chip_counts",
     "smallest_board",
     "plot_whatif",
+    "whatif_figure",
     "ProgressBar",
     "SENSITIVITY_FACTORS",
     "SENSITIVITY_PJ",
@@ -460,6 +461,21 @@ def plot_whatif(records, path, title=None):
     str
         ``path``.
     """
+    import matplotlib.pyplot as plt
+
+    fig = whatif_figure(records, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def whatif_figure(records, title=None):
+    """The figure `plot_whatif` writes (a `matplotlib.figure.Figure`).
+
+    Each board keeps its colour, marker and line style whichever boards are
+    feasible (styles follow every board of the sweep, smallest first). A board whose
+    line equals another's is drawn dashed on top of it and its legend entry says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -472,23 +488,36 @@ def plot_whatif(records, path, title=None):
         ("energy_uj", "Estimated energy per step (µJ)", "Energy per step"),
     ]
     series = {field: _board_series(records, field) for field, _, _ in panels}
-    boards = sorted(series["time_us"], key=lambda b: _board_chips(records, b))
-    styles = _board_styles(boards)
+    all_boards = sorted(dict.fromkeys(r["board"] for r in records),
+                        key=lambda b: (_board_chips(records, b), b))
+    styles = _board_styles(all_boards)
+    boards = [b for b in all_boards if b in series["time_us"]]
+    same_everywhere = _same_lines(series, [f for f, _, _ in panels], boards)
     all_x = [x for x, _ in series["time_us"].values() for x in x]
     for ax, (field, ylabel, panel_title) in zip(axes, panels):
+        same = _same_lines(series, [field], boards)
         for board in boards:
             x, y = _sorted(*series[field][board])
-            style = styles[board]
-            ax.plot(x, y, label=board, **style)
+            style = dict(styles[board])
+            if board in same:  # dashed and hollow, over the line it equals
+                style.update(linestyle=(0, (4, 3)), markerfacecolor="none",
+                             zorder=3 + len(all_boards))
+            label = board
+            if board in same_everywhere:
+                label = f"{board} (same as {same_everywhere[board]})"
+            ax.plot(x, y, label=label, **style)
             if field == "energy_uj":
                 _shade_sensitivity(ax, records, board, style["color"])
+        if same:
+            ax.text(0.98, 0.02, "dashed: same as " + "; ".join(
+                f"{b} = {a}" for b, a in same.items()), transform=ax.transAxes,
+                ha="right", va="bottom", fontsize="x-small", color="0.3")
         ax.set_xlabel("Chips used")
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title)
         ax.grid(alpha=0.3)
         _chip_axis(ax, all_x)
-    any_point = bool(boards)
-    if any_point:
+    if boards:
         axes[0].legend(title="Board", fontsize="small")
         pj = _sensitivity_range(records)
         if pj:
@@ -502,12 +531,39 @@ def plot_whatif(records, path, title=None):
         for ax in axes:
             ax.text(0.5, 0.5, "no feasible point", ha="center", va="center",
                     transform=ax.transAxes)
-    infeasible = sorted({f"{r['board']} x{r['chips']}" for r in records if not r["feasible"]})
-    suffix = f"  (infeasible: {', '.join(infeasible[:6])}{' ...' if len(infeasible) > 6 else ''})"
+    infeasible = _infeasible_points(records, all_boards)
+    suffix = (f"  (infeasible: {', '.join(infeasible[:6])}"
+              f"{' ...' if len(infeasible) > 6 else ''})")
     fig.suptitle((title or "What-if sweep") + (suffix if infeasible else ""))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return fig
+
+
+def _infeasible_points(records, boards):
+    """``"board xN"`` of every infeasible point, boards in plot order, chips by number."""
+    rank = {b: i for i, b in enumerate(boards)}
+    points = sorted({(rank[r["board"]], r["chips"], r["board"]) for r in records
+                     if not r["feasible"]})
+    return [f"{board} x{chips}" for _, chips, board in points]
+
+
+def _same_lines(series, fields, boards):
+    """``{board: earlier board}`` for boards whose lines in every one of ``fields``
+    equal an earlier board's (they would hide each other)."""
+    same = {}
+    for i, board in enumerate(boards):
+        for earlier in boards[:i]:
+            if earlier in same:
+                continue
+            if all(_equal_series(series[f][board], series[f][earlier]) for f in fields):
+                same[board] = earlier
+                break
+    return same
+
+
+def _equal_series(a, b):
+    (xa, ya), (xb, yb) = _sorted(*a), _sorted(*b)
+    return (xa.shape == xb.shape and np.array_equal(xa, xb)
+            and np.allclose(ya, yb, rtol=1e-9, atol=0.0))
 
 
 def _board_chips(records, board):

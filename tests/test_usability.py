@@ -621,3 +621,71 @@ def test_a_pin_that_cannot_fit_is_named():
     assert "<Ensemble 'conv'>" in text and "chip 0" in text
     assert "144 of them need a core of their own" in text and "128" in text
     assert "Could not place the model" not in text
+
+
+# =================================================================== 11. plots
+def sweep_record(board, board_chips, chips, value=None):
+    """A what-if record: feasible with ``value`` in every measure, else infeasible."""
+    feasible = value is not None
+    sens = [{"interchip_spike_pj": pj, "energy_uj": value * f}
+            for pj, f in ((20.0, 0.9), (40.0, 1.0), (80.0, 1.2))] if feasible else []
+    return {"board": board, "board_chips": board_chips, "chips": chips,
+            "chips_used": chips if feasible else None, "feasible": feasible,
+            "reason": None if feasible else "too few chips", "interchip_spike_pj": 40.0,
+            "time_us": value, "interchip_spikes": value, "energy_uj": value,
+            "energy_sensitivity": sens}
+
+
+def line_colors(fig):
+    ax = fig.axes[0]
+    return {line.get_label().split(" ")[0]: line.get_color() for line in ax.get_lines()}
+
+
+def test_whatif_plot_keeps_board_colours_and_shows_hidden_lines():
+    from matplotlib.colors import to_hex
+
+    from partitioner.whatif import whatif_figure
+
+    feasible = [sweep_record("kapoho_bay", 2, 2, 3.0), sweep_record("nahuku8", 8, 2, 3.0),
+                sweep_record("nahuku8", 8, 4, 5.0)]
+    without = [sweep_record("kapoho_bay", 2, 4)] + feasible[1:]
+    colors_a = line_colors(whatif_figure(feasible))
+    colors_b = line_colors(whatif_figure(without))
+    assert to_hex(colors_a["nahuku8"]) == to_hex(colors_b["nahuku8"])
+
+    twins = [sweep_record("nahuku8", 8, c, float(c)) for c in (2, 4)] + [
+        sweep_record("nahuku32", 32, c, float(c)) for c in (2, 4)] + [
+        sweep_record("nahuku8", 8, 32), sweep_record("nahuku8", 8, 6)]
+    fig = whatif_figure(twins, title="t")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert "nahuku32 (same as nahuku8)" in lines
+    twin = lines["nahuku32 (same as nahuku8)"]
+    assert twin.get_linestyle() != "-" and twin.get_zorder() > lines["nahuku8"].get_zorder()
+    title = fig._suptitle.get_text()
+    assert title.index("nahuku8 x6") < title.index("nahuku8 x32")
+
+
+def test_compare_plot_counts_titles_and_colorbar():
+    from partitioner.plots import chip_traffic_figure, format_count
+
+    graph = random_graph(2500, seed=2)
+    metrics = {}
+    for name, k in (("six", 6), ("eight", 8)):
+        plan = partitioner.partition(graph, n_chips=k, spread=True)
+        metrics[name] = partitioner.evaluate(graph, plan)
+    fig = chip_traffic_figure(metrics)
+    fig.canvas.draw()
+    heatmaps, histograms = fig.axes[0:2], fig.axes[2:4]
+    for ax in histograms:
+        ticks = ax.get_yticks()
+        assert np.allclose(ticks, np.round(ticks))
+    for ax in heatmaps + histograms:
+        assert "e+" not in ax.get_title()
+    assert format_count(25856.0) == "25,856" and format_count(2300) == "2,300"
+    # The colorbar sits next to the last heatmap's image.
+    everything = fig.axes + [c for ax in fig.axes for c in ax.child_axes]
+    colorbar = next(a for a in everything if a.get_ylabel().startswith("Inter-chip"))
+    renderer = fig.canvas.get_renderer()
+    image_box = heatmaps[-1].get_window_extent(renderer)
+    gap = (colorbar.get_window_extent(renderer).x0 - image_box.x1) / fig.bbox.width
+    assert 0 <= gap < 0.03
