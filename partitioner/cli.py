@@ -1385,7 +1385,8 @@ def _parser():
     p.add_argument("--strategy", default="metis", help="strategy (default metis)")
     _add_rates_options(p)
     p.add_argument("--workers", type=int, default=None,
-                   help="processes (default: one per CPU; 1 = no subprocesses)")
+                   help="processes (default: one per CPU, as many as fit in half the "
+                        "memory available; 1 = no subprocesses)")
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="plot time and traffic vs chips")
     _add_solver_options(p)

@@ -54,6 +54,7 @@ from nengo_loihi.builder.discretize import tracing_mag_int_frac, vth_to_manexp
 from nengo_loihi.hardware.allocators import ensemble_to_block_rates
 
 from partitioner import formats
+from partitioner.building import lean_connection_params
 from partitioner.errors import BlockTooLargeError, ExtractionError
 from partitioner.graph import CONFIG_KINDS, TrafficGraph
 from partitioner.hardware import CoreLimits
@@ -144,7 +145,9 @@ def build_model(network, dt=0.001):
     """Build a network into a nengo-loihi `Model`, without simulating it.
 
     This is what ``nengo_loihi.Simulator(network, target="sim")`` builds (the same
-    splitting, discretization and validation), minus the simulators.
+    splitting, discretization and validation), minus the simulators, and without
+    the per-connection weight copies a simulator would keep in ``model.params``
+    (`partitioner.building`).
 
     Parameters
     ----------
@@ -164,7 +167,8 @@ def build_model(network, dt=0.001):
         ``nengo_loihi.BlockShape`` that fits, where one can help.
     """
     model = _new_model(network, dt)
-    with _translate_build_errors(model):
+    # A model built here is not simulated: keep no second copies of the weights.
+    with _translate_build_errors(model), lean_connection_params():
         model.build(network, precompute=None, remove_passthrough=True, discretize=True)
     return model
 

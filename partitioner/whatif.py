@@ -10,6 +10,7 @@ it. Sweep points run in parallel processes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import threading
@@ -26,6 +27,7 @@ __all__ = [
     "run_point",
     "chip_counts",
     "smallest_board",
+    "workers_memory_allows",
     "plot_whatif",
     "whatif_figure",
     "ProgressBar",
@@ -313,8 +315,9 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
         Inter-chip spike energies (pJ) for the sensitivity study; default 0.5x, 1x, 2x
         and 5x the (unpublished, assumed) default of `EnergyModel.interchip_spike_pj`.
     workers : int, optional
-        Processes to use; default one per CPU (at most one per point). 1 runs
-        everything in this process.
+        Processes to use; default one per CPU, but no more than fit in half the
+        memory available (`workers_memory_allows`), and at most one per point. 1
+        runs everything in this process.
     progress : bool
         Draw a progress bar on stderr.
     seed : int
@@ -354,7 +357,7 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
                               spread=spread, interchip_pj=interchip_pj,
                               lower_bound=lb, options=options))
     bar = ProgressBar(len(tasks), "what-if", enabled=progress)
-    workers = _worker_count(workers, len(tasks))
+    workers = _worker_count(workers, len(tasks), graph)
     try:
         with bar.ticking():
             if workers <= 1:
@@ -366,12 +369,60 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
     return records
 
 
-def _worker_count(workers, n_tasks):
+#: Memory one sweep process needs, estimated: a base for the modules plus amounts per
+#: block and per block-to-block edge of the graph (partitioning 1,000,000 blocks and
+#: 7.3 million edges peaked at 2.3 GB; a process with the modules loaded holds about
+#: 0.2 GB).
+WORKER_BASE_BYTES = 250 * 2**20
+WORKER_BYTES_PER_BLOCK = 2048
+WORKER_BYTES_PER_EDGE = 200
+#: By default the sweep processes may use this share of the memory available.
+WORKER_MEMORY_SHARE = 0.5
+
+
+def _worker_count(workers, n_tasks, graph=None):
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = min(os.cpu_count() or 1, workers_memory_allows(graph))
     if int(workers) < 1:
         raise PartitionerError(f"workers must be at least 1, not {workers}.")
     return max(1, min(int(workers), n_tasks))
+
+
+def workers_memory_allows(graph=None, available=None):
+    """How many sweep processes fit in `WORKER_MEMORY_SHARE` of the available memory.
+
+    Parameters
+    ----------
+    graph : TrafficGraph, optional
+        The graph each process partitions (its size sets the estimate).
+    available : int, optional
+        Bytes of memory available (default: ``MemAvailable`` of ``/proc/meminfo``;
+        unlimited where that cannot be read).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    available = _available_memory() if available is None else available
+    if available is None:
+        return os.cpu_count() or 1
+    need = WORKER_BASE_BYTES
+    if graph is not None:
+        need += (WORKER_BYTES_PER_BLOCK * graph.n_blocks
+                 + WORKER_BYTES_PER_EDGE * graph.axons.nnz)
+    return max(1, int(WORKER_MEMORY_SHARE * available // need))
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _note(task):
@@ -388,13 +439,21 @@ def _run_serial(graph, tasks, bar):
 
 def _run_parallel(graph, tasks, bar, workers):
     records = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(graph,)) as pool:
-        futures = {pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)}
-        for future in as_completed(futures):
-            i = futures[future]
-            records[i] = future.result()
-            bar.update(1, _note(tasks[i]))
+    # Forked workers share this process's memory until they write to it; keep the
+    # garbage collector from touching (and so copying) every object they inherit.
+    gc.collect()
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                 initargs=(graph,)) as pool:
+            futures = {pool.submit(_run_in_worker, task): i
+                       for i, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                i = futures.pop(future)
+                records[i] = future.result()
+                bar.update(1, _note(tasks[i]))
+    finally:
+        gc.unfreeze()
     return records
 
 

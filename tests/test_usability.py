@@ -689,3 +689,75 @@ def test_compare_plot_counts_titles_and_colorbar():
     image_box = heatmaps[-1].get_window_extent(renderer)
     gap = (colorbar.get_window_extent(renderer).x0 - image_box.x1) / fig.bbox.width
     assert 0 <= gap < 0.03
+
+
+# ================================================================= 12. memory
+MEMORY_CHECK = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np
+import nengo
+
+
+def peak():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) * 1024
+
+
+rng = np.random.RandomState(0)
+with nengo.Network(seed=0) as net:
+    ens = [nengo.Ensemble(400, 1) for _ in range(26)]
+    for pre, post in zip(ens[:-1], ens[1:]):
+        for _ in range(2):
+            nengo.Connection(pre.neurons, post.neurons,
+                             transform=rng.uniform(-1e-3, 1e-3, (400, 400)))
+weights = 50 * 400 * 400 * 8
+from partitioner.extract import build_model
+
+with nengo.Network(seed=1) as warm:
+    nengo.Connection(nengo.Ensemble(10, 1).neurons, nengo.Ensemble(10, 1).neurons,
+                     transform=np.full((10, 10), 1e-3))
+build_model(warm)  # loads what the builder imports on first use
+before = peak()
+model = build_model(net)
+print((peak() - before) / weights)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_building_keeps_no_second_copies_of_the_weights():
+    """Building a network of dense neuron-to-neuron connections for partitioning
+    costs about three times its weights (the blocks' synapse weights and indices,
+    and one connection's temporaries), not five (two more copies per connection)."""
+    proc = run([sys.executable, "-c", MEMORY_CHECK])
+    assert float(proc.stdout.strip()) < 4.0
+
+
+def test_building_drops_the_connection_weight_copies():
+    from partitioner.extract import build_model
+
+    with nengo.Network(seed=0) as net:
+        a, b = nengo.Ensemble(50, 1), nengo.Ensemble(60, 1)
+        conn = nengo.Connection(a.neurons, b.neurons, transform=np.ones((60, 50)) * 1e-3)
+    model = build_model(net)
+    assert model.params[conn].weights is None
+    assert any(s.weights for blk in model.blocks for s in blk.synapses)
+    # A simulator built afterwards keeps its weights.
+    import nengo_loihi
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with nengo_loihi.Simulator(net, target="sim", progress_bar=False) as sim:
+            assert sim.data[conn].weights is not None
+
+
+def test_whatif_uses_no_more_processes_than_memory_allows():
+    from partitioner.whatif import _worker_count, workers_memory_allows
+
+    graph = random_graph(2000, seed=0)
+    assert workers_memory_allows(graph, available=1 * 2**30) == 1
+    assert workers_memory_allows(graph, available=64 * 2**30) > 50
+    big = workers_memory_allows(graph, available=8 * 2**30)
+    assert 1 <= big <= 16
+    assert _worker_count(None, 100, graph) <= min(os.cpu_count() or 1,
+                                                  workers_memory_allows(graph))
