@@ -80,12 +80,19 @@ _KEY_SPACES = {
 
 
 def _mix(x):
-    """splitmix64 of every element (uint64 in, uint64 out)."""
+    """splitmix64 of every element (uint64 in, uint64 out; the input is not changed)."""
     with np.errstate(over="ignore"):
-        x = np.asarray(x, dtype=_U) + _GOLDEN
-        x = (x ^ (x >> _U(30))) * _M1
-        x = (x ^ (x >> _U(27))) * _M2
-        return x ^ (x >> _U(31))
+        z = np.array(x, dtype=_U, ndmin=1)  # a copy, worked on in place
+        z += _GOLDEN
+        t = z >> _U(30)
+        z ^= t
+        z *= _M1
+        np.right_shift(z, _U(27), out=t)
+        z ^= t
+        z *= _M2
+        np.right_shift(z, _U(31), out=t)
+        z ^= t
+        return z if np.ndim(x) else z[0]
 
 
 def _bits(values):
@@ -193,6 +200,8 @@ class _Structure:
 
 
 # ------------------------------------------------------------------ caching
+#: Block orders of the graphs seen last (keyed by their content), so that several
+#: plans of one graph (a what-if sweep) compute it once.
 _CACHE = OrderedDict()
 _CACHE_SIZE = 8
 
@@ -222,16 +231,6 @@ def _cached(graph, what, compute):
     else:
         _CACHE.move_to_end(key)
     return found
-
-
-def _colours(graph):
-    """(structure, stable colours of every node), cached per graph content."""
-    def compute():
-        s = _Structure(graph)
-        colours, _ = s.refine(s.initial)
-        return s, colours
-
-    return _cached(graph, "colours", compute)
 
 
 # --------------------------------------------------------------- fingerprint
@@ -439,29 +438,43 @@ def block_order(graph):
 
 
 def _block_order(graph):
-    s, colours = _colours(graph)
+    s = _Structure(graph)
+    colours, _ = s.refine(s.initial)
     n = graph.n_blocks
-    colours = colours.copy()
+    component = None
     budget = max(MIN_WORK, WORK_ROUNDS * s.size)
     exact = True
     work = 0
     while n:
-        values, first, counts = np.unique(colours[:n], return_index=True,
-                                          return_counts=True)
+        values, inverse, counts = np.unique(colours[:n], return_inverse=True,
+                                            return_counts=True)
         tied = np.flatnonzero(counts > 1)
         if tied.size == 0:
             break
         if work >= budget:
             exact = False
             break
-        # The smallest tied colour; its first block (np.unique's first index).
-        block = int(first[tied[0]])
-        colours[block] = _mix(colours[block] ^ _SALTS["individual"])
+        # The smallest tied colour: its first block in each connected part of the
+        # model that has one (parts are told apart at once: copies of a sub-network).
+        members = np.flatnonzero(inverse.reshape(-1) == tied[0])
+        if component is None:
+            component = _components(graph)
+        members = members[np.unique(component[members], return_index=True)[1]]
+        members.sort()
+        colours[members] = _mix(colours[members] ^ _SALTS["individual"]
+                                ^ np.arange(1, members.size + 1, dtype=_U))
         colours, rounds = s.refine(colours)
         work += rounds * s.size
     ranks = np.empty(n, dtype=np.int64)
     ranks[np.lexsort((np.arange(n), colours[:n]))] = np.arange(n)
     return BlockOrder(ranks=ranks, digest=_canonical_digest(graph, ranks), exact=exact)
+
+
+def _components(graph):
+    """Connected part of each block, through axons between blocks."""
+    from scipy.sparse.csgraph import connected_components
+
+    return connected_components(graph.axons, directed=True, connection="weak")[1]
 
 
 def _canonical_digest(graph, ranks):
