@@ -1333,7 +1333,8 @@ def _add_model_options(p):
 def _add_solver_options(p):
     p.add_argument("--seed", type=int, default=0, help="strategy seed (default 0)")
     p.add_argument("--time-limit", type=float, default=None,
-                   help="seconds for the ilp strategy (default: its own)")
+                   help="effort of the ilp strategy in seconds: a fixed amount of "
+                        "solver work, so results repeat (default 10)")
 
 
 def _parser():
