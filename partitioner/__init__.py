@@ -17,9 +17,15 @@ or, offline::
     plan.save("plan.json")                      # replay with PlanAllocator("plan.json")
 
 Names are imported on first use, so ``import partitioner`` stays light.
+
+``partitioner.extract`` and ``partitioner.whatif`` are always the functions, also after
+their modules (`partitioner.extract`, `partitioner.whatif`) are imported; import other
+names from those modules with ``from partitioner.extract import build_model``.
 """
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -43,6 +49,28 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+#: Functions named like the module that defines them.
+_SAME_NAME = frozenset(name for name, module in _EXPORTS.items()
+                       if module == f"{__name__}.{name}")
+
+
+class _Package(types.ModuleType):
+    """The package module; keeps the functions in `_SAME_NAME` bound to their names.
+
+    After importing a submodule, Python binds it as an attribute of its package
+    (``partitioner.extract = <module>``), which would hide the function
+    ``partitioner.extract``. That binding is skipped here; the module stays in
+    ``sys.modules`` for ``from partitioner.extract import ...``.
+    """
+
+    def __setattr__(self, name, value):
+        if name in _SAME_NAME and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name):

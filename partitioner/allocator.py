@@ -28,6 +28,7 @@ import logging
 import os
 import weakref
 
+import nengo
 import numpy as np
 from nengo_loihi.hardware.allocators import Allocator
 from nengo_loihi.hardware.nxsdk_objects import Board
@@ -276,6 +277,12 @@ def pins_to_blocks(pins, model):
     PlanError
         A pinned object has no block on the chip (unknown to this model, or run off
         chip), two pins disagree on a block, or a chip index is not an integer.
+
+    Notes
+    -----
+    A connection nengo-loihi replaced by others while building (a learning
+    connection, one to the host, one through a removed passthrough node) pins the
+    blocks of its replacements.
     """
     if pins is None:
         return None
@@ -304,14 +311,68 @@ def _pinned_block_indices(model, obj, block_index):
                 f"{len(block_index)} blocks."
             )
         return [int(obj)]
+    if isinstance(obj, nengo.ensemble.Neurons):
+        obj = obj.ensemble
     idxs = _model_blocks_of(model, obj, block_index)
+    if not idxs and isinstance(obj, nengo.Connection):
+        # nengo-loihi built connections that replace this one: pin theirs.
+        found = set()
+        for derived in _derived_connections(model, obj):
+            found.update(_model_blocks_of(model, derived, block_index))
+        idxs = sorted(found)
     if not idxs:
         raise PlanError(
-            f"Cannot pin {obj}: it has no block on the chip in this model. Pin ensembles "
-            f"or connections that nengo-loihi runs on chip (not nodes, probes, or "
-            f"objects of another network)."
+            f"Cannot pin {obj}: nengo-loihi built no block on the chip for it in this "
+            f"model ({_why_no_block(model, obj)}). Pin ensembles, or connections whose "
+            f"decode neurons run on chip."
         )
     return idxs
+
+
+def _derived_connections(model, conn):
+    """Connections nengo-loihi built in place of the user's ``conn``.
+
+    * A connection whose output leaves the chip (to the host, or a learning
+      connection, whose decoders the host adjusts) is built as a probe on its
+      pre-ensemble and a connection from that ensemble to the probe
+      (``model.nengo_probe_conns``); the probe inherits the connection's seed.
+    * A connection into or out of a passthrough node that nengo-loihi removed is
+      replaced by direct connections from the same pre object (into the node) or to
+      the same post object (out of it).
+    """
+    derived = []
+    seed = model.seeds.get(conn)
+    for probe, made in getattr(model, "nengo_probe_conns", {}).items():
+        if probe in getattr(model, "chip2host_params", {}) and (
+            probe.target is conn.pre
+            and seed is not None and model.seeds.get(probe) == seed
+        ):
+            derived.append(made)
+    passthrough = getattr(getattr(model, "split", None), "passthrough", None)
+    if passthrough is not None and conn in passthrough.to_remove:
+        for cluster in set(getattr(passthrough, "clusters", {}).values()):
+            if conn in cluster.conns_in:
+                derived += [c for c in passthrough.to_add if c.pre is conn.pre]
+            elif conn in cluster.conns_out:
+                derived += [c for c in passthrough.to_add if c.post is conn.post]
+            elif conn in cluster.conns_mid:
+                pres = {c.pre for c in cluster.conns_in}
+                posts = {c.post for c in cluster.conns_out}
+                derived += [c for c in passthrough.to_add
+                            if c.pre in pres and c.post in posts]
+    return derived
+
+
+def _why_no_block(model, obj):
+    if isinstance(obj, nengo.Node):
+        return "nodes run on the host"
+    if isinstance(obj, nengo.Probe):
+        return "probes are read on the host"
+    if isinstance(obj, (nengo.Ensemble, nengo.Connection)) and (
+        obj in getattr(model.host, "sig", {}) or obj in getattr(model.host_pre, "sig", {})
+    ):
+        return "nengo-loihi runs it on the host"
+    return "it is not part of the network this model was built from, or runs on the host"
 
 
 # ---------------------------------------------------------------- allocators
@@ -452,7 +513,7 @@ class PlanAllocator(Allocator):
         Raises
         ------
         PlanError
-            The plan was made for another model.
+            The plan was made for another model (the message says what differs).
         InfeasibleError
             The plan uses more chips than ``n_chips`` or than its board has.
         CoreRuleError
@@ -460,18 +521,18 @@ class PlanAllocator(Allocator):
         """
         restore_model(model)
         graph = extract(model)
-        self.plan.check_matches(graph)
-        if self.plan.n_chips > n_chips:
+        plan = self.plan.matched_to(graph)  # nengo-loihi may number blocks anew
+        if plan.n_chips > n_chips:
             raise InfeasibleError(
-                f"The plan uses {self.plan.n_chips} chips but only {n_chips} were asked "
-                f"for. Pass hardware_options={{'n_chips': {self.plan.n_chips}}} or more, "
+                f"The plan uses {plan.n_chips} chips but only {n_chips} were asked "
+                f"for. Pass hardware_options={{'n_chips': {plan.n_chips}}} or more, "
                 f"or make a plan with partitioner.partition(graph, "
                 f"n_chips={n_chips})."
             )
-        board = get_board(self.board) if self.board is not None else _plan_board(self.plan)
-        check_plan(graph, self.plan, board)
+        board = get_board(self.board) if self.board is not None else _plan_board(plan)
+        check_plan(graph, plan, board)
         self.last_graph = graph
-        return board_from_plan(model, self.plan, graph, limits=board.limits)
+        return board_from_plan(model, plan, graph, limits=board.limits)
 
 
 def _plan_board(plan):

@@ -18,20 +18,30 @@
 ``fit``
     Choose block shapes so every block fits a core; show the model before and after,
     the shapes as JSON and as Python.
+``check``
+    Build a scenario's board, or a saved plan's, with nengo-loihi's own
+    ``build_board`` on the NxSDK stand-in, and show each core's table use against
+    its size: a check of a plan without Loihi hardware or NxSDK.
 
 Bad input ends the program with exit status 2 and one line on stderr,
-``partitioner: error: ...``.
+``partitioner: error: ...``; output files are checked before any work starts.
+Stages that can take more than a few seconds report progress on stderr, and while
+one runs, how long it has been running (every `HEARTBEAT_SECONDS`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +63,8 @@ NENGO_LOIHI_STRATEGIES = ("greedy", "roundrobin", "greedy-interchip")
 DEFAULT_STRATEGIES = "greedy,roundrobin,greedy-interchip,metis"
 #: Boards `whatif` sweeps when no --board is given.
 DEFAULT_WHATIF_BOARDS = ("kapoho_bay", "nahuku8", "nahuku32")
+#: While a long stage runs, how often (seconds) to say how long it has been running.
+HEARTBEAT_SECONDS = 5.0
 
 
 # ======================================================================= output
@@ -64,12 +76,43 @@ def _one_line(text):
 class _Reporter:
     """Progress messages on stderr (silent when ``quiet``)."""
 
-    def __init__(self, quiet=False):
+    def __init__(self, quiet=False, heartbeat=None):
         self.quiet = quiet
+        self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
+        self._lock = threading.Lock()
 
     def __call__(self, message):
         if not self.quiet:
-            print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
+            with self._lock:
+                print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def stage(self, message):
+        """Say ``message``; while the block runs, say every `heartbeat` seconds how
+        long it has been running; when it took longer than that, say when it ends."""
+        self(message)
+        if self.quiet:
+            yield
+            return
+        t0 = time.perf_counter()
+        stop = threading.Event()
+
+        def beat():
+            wait = self.heartbeat
+            while not stop.wait(wait):
+                self(f"  ... still {message} ({time.perf_counter() - t0:.0f} s)")
+                wait = min(2 * wait, 6 * self.heartbeat)  # then less often
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            elapsed = time.perf_counter() - t0
+            if elapsed >= self.heartbeat:
+                self(f"  done {message} ({elapsed:.1f} s)")
 
 
 @dataclass(frozen=True)
@@ -166,6 +209,62 @@ def format_table(columns, records, mark_best=True):
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# ============================================================ output paths
+#: Options that name files to write: argparse destination, option, suffixes allowed
+#: (None: the image formats matplotlib writes).
+OUTPUT_OPTIONS = (
+    ("json", "--json", (".json",)),
+    ("output", "-o", (".json",)),
+    ("plot", "--plot", None),
+)
+
+
+def check_outputs(args):
+    """Raise `PartitionerError` unless every output file ``args`` names can be
+    written: a known extension, an existing folder that is writable, not a folder
+    itself. Run before any work, so a bad name fails at once."""
+    for dest, option, suffixes in OUTPUT_OPTIONS:
+        path = getattr(args, dest, None)
+        if path is not None:
+            _check_output(str(path), option, suffixes or _image_suffixes())
+
+
+def _image_suffixes():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    preferred = [".png", ".pdf", ".svg"]
+    others = sorted(f".{k}" for k in FigureCanvasAgg.get_supported_filetypes()
+                    if f".{k}" not in preferred)
+    return tuple(preferred + others)
+
+
+def _check_output(path, option, suffixes):
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise PartitionerError(f"{option} {path}: is a folder; give a file name in it.")
+    suffix = p.suffix.lower()
+    if suffix not in suffixes:
+        kind = f"'{p.suffix}' files" if p.suffix else "files without an extension"
+        first = suffixes[:3]
+        endings = first[0] if len(first) == 1 else f"{', '.join(first[:-1])} or {first[-1]}"
+        if len(suffixes) > 3:
+            endings += f" (also {', '.join(suffixes[3:])})"
+        raise PartitionerError(
+            f"{option} {path}: cannot write {kind}; give a file name ending in "
+            f"{endings}."
+        )
+    folder = p.parent
+    if not folder.is_dir():
+        raise PartitionerError(
+            f"{option} {path}: folder {folder} does not exist; create it first "
+            f"(mkdir -p {folder}) or write somewhere else."
+        )
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise PartitionerError(
+            f"{option} {path}: no permission to write there; choose another place."
+        )
 
 
 def _json_default(obj):
@@ -303,25 +402,26 @@ def prepare(spec, rates="axons", duration=1.0, say=None):
     from partitioner.scenario import load_scenario
 
     say = say or _Reporter(quiet=True)
-    say(f"loading scenario {spec}")
-    scenario = load_scenario(spec)
+    with say.stage(f"loading scenario {spec}"):
+        scenario = load_scenario(spec)
     extract_rates, allocator_rates = _resolve_rates(rates, scenario)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if extract_rates == "measured":
-            say(f"building {scenario.name} with nengo-loihi and running the emulator "
-                f"for {duration:g} s to measure rates")
-            with nengo_loihi.Simulator(scenario.network, target="sim",
-                                       progress_bar=False) as sim:
+            with say.stage(f"building {scenario.name} with nengo-loihi"):
+                sim = nengo_loihi.Simulator(scenario.network, target="sim",
+                                            progress_bar=False)
+            with sim:
+                say(f"running the emulator for {duration:g} s to measure rates")
                 graph = extract(sim, rates="measured", duration=duration,
                                 progress=not say.quiet)
                 model = sim.model
         else:
-            say(f"building {scenario.name} with nengo-loihi")
-            model = build_model(scenario.network)
-            say("extracting the traffic graph")
-            graph = extract(model, rates=extract_rates, progress=not say.quiet)
+            with say.stage(f"building {scenario.name} with nengo-loihi"):
+                model = build_model(scenario.network)
+            with say.stage("extracting the traffic graph"):
+                graph = extract(model, rates=extract_rates, progress=not say.quiet)
     caught = [w for w in caught if issubclass(w.category, UserWarning)]
     _summarize_warnings(caught, say)
     say(f"{graph.n_blocks} blocks, {_plural(graph.n_inputs, 'host input')}, rates: {graph.rates} "
@@ -437,6 +537,7 @@ def _run_nengo_loihi(name, model, graph, board, n_chips, allocator_rates):
     if reason:
         return StrategyResult(name, reason=reason, runtime_s=runtime, note=note)
     plan = board_to_plan(nl_board, model, graph, strategy=name, board_name=board.name)
+    plan.remember_graph(graph)
     return StrategyResult(name, plan=plan, runtime_s=runtime, note=note)
 
 
@@ -467,15 +568,18 @@ def run_strategy(name, model, graph, board, n_chips, seed=0, time_limit=None,
     from partitioner.metrics import evaluate
 
     say = say or _Reporter(quiet=True)
-    say(f"running {name} on {n_chips} chip(s) of {board.name}")
-    if name in NENGO_LOIHI_STRATEGIES:
-        result = _run_nengo_loihi(name, model, graph, board, n_chips, allocator_rates)
-    else:
-        result = _run_ours(name, graph, board, n_chips, seed, time_limit, say, objective)
-        if objective != "spikes":
-            result.name = f"{name}/{objective}"
+    with say.stage(f"running {name} on {n_chips} chip(s) of {board.name}"):
+        if name in NENGO_LOIHI_STRATEGIES:
+            result = _run_nengo_loihi(name, model, graph, board, n_chips,
+                                      allocator_rates)
+        else:
+            result = _run_ours(name, graph, board, n_chips, seed, time_limit, say,
+                               objective)
+            if objective != "spikes":
+                result.name = f"{name}/{objective}"
+        if result.feasible:
+            result.metrics = evaluate(graph, result.plan, board)
     if result.feasible:
-        result.metrics = evaluate(graph, result.plan, board)
         if name in NENGO_LOIHI_STRATEGIES:
             result.plan.objective = "spikes"
             result.plan.objective_value = float(result.metrics.interchip_spikes)
@@ -582,11 +686,13 @@ def _cmd_compare(args, say):
     if args.plot:
         from partitioner.plots import plot_chip_traffic
 
-        plot_chip_traffic(
-            {r.name: r.metrics for r in results}, args.plot,
-            title=f"{scenario.name} on {board.name}: inter-chip traffic and core load",
-            reasons={r.name: r.reason for r in results if not r.feasible},
-        )
+        with say.stage(f"drawing {args.plot}"):
+            plot_chip_traffic(
+                {r.name: r.metrics for r in results}, args.plot,
+                title=f"{scenario.name} on {board.name}: inter-chip traffic and core "
+                      f"load",
+                reasons={r.name: r.reason for r in results if not r.feasible},
+            )
         say(f"wrote {args.plot}")
     if not any(r.feasible for r in results):
         raise InfeasibleError(
@@ -822,8 +928,9 @@ def _cmd_whatif(args, say):
         })
         say(f"wrote {args.json}")
     if args.plot:
-        plot_whatif(records, args.plot,
-                    title=f"{scenario.name}: what-if ({strategy}, objective {objective})")
+        with say.stage(f"drawing {args.plot}"):
+            plot_whatif(records, args.plot,
+                        title=f"{scenario.name}: what-if ({strategy}, objective {objective})")
         say(f"wrote {args.plot}")
     return 0
 
@@ -842,12 +949,139 @@ def _cmd_plan(args, say):
                               f"{board.name}: {result.reason}")
     plan = result.plan
     plan.runtime_s = result.runtime_s
+    plan.info["scenario"] = _portable_spec(args.scenario)  # for `partitioner check`
     plan.save(args.output)
     print(f"Wrote {args.output}: {name}, {plan.n_blocks} blocks on {plan.n_cores} cores, "
           f"{_plural(plan.n_chips, 'chip')} of {board.name}, "
           f"{result.metrics.interchip_spikes:.1f} inter-chip spikes/step, "
           f"{result.metrics.time_ns / 1000:.4g} us/step predicted "
           f"(bottleneck: {result.metrics.bottleneck['text']})")
+    return 0
+
+
+def _portable_spec(spec):
+    """``spec`` with a file path made absolute, so it works from another folder."""
+    target, sep, func = str(spec).rpartition(":") if ":" in str(spec) else (spec, "", "")
+    if not sep or not Path(target).is_file():
+        target, sep, func = str(spec), "", ""
+    path = Path(target).expanduser()
+    if path.is_file():
+        return str(path.resolve()) + (f":{func}" if sep else "")
+    return str(spec)
+
+
+# ==================================================================== check
+#: Columns of the `check` table: NxSDK stand-in summary key, header, table size.
+CHECK_COLUMNS = (
+    ("compartments", "compartments", "cxCfg"),
+    ("input_axons", "input axons", "synapseMap"),
+    ("output_axons", "output axons", "output axons"),
+    ("synapse_bits", "synapse bits", "synapse memory"),
+    ("compartment_cfgs", "cx cfgs", "cxProfileCfg"),
+    ("vth_cfgs", "vth cfgs", "vthProfileCfg"),
+    ("synapse_cfgs", "syn formats", "synapseFmt"),
+    ("stdp_pre_cfgs", "stdp pre", "stdpPreCfg"),
+)
+
+
+def _check_limits():
+    """Size of each `CHECK_COLUMNS` table on a Loihi core (the stand-in's)."""
+    from partitioner import nxsdk_standin as nx
+
+    sizes = dict(nx.TABLE_SIZES)
+    sizes["output axons"] = nx.OUTPUT_AXON_ENTRIES
+    sizes["synapse memory"] = nx.SYNAPSE_MEMORY_BITS
+    sizes["synapseFmt"] -= 1  # format 0 is reserved
+    return {key: sizes[table] for key, _, table in CHECK_COLUMNS}
+
+
+def _check_board_on_standin(nl_board, say):
+    """Build a nengo-loihi board with ``build_board`` on the NxSDK stand-in."""
+    from partitioner.errors import CoreRuleError
+    from partitioner.nxsdk_standin import build_on_standin
+
+    with say.stage("building the board with nengo-loihi's build_board on the NxSDK "
+                   "stand-in"):
+        try:
+            return build_on_standin(nl_board)
+        except AssertionError as e:
+            raise CoreRuleError(
+                f"nengo-loihi's build_board refused the board: "
+                f"{_one_line(e) or 'one of its internal checks failed'}."
+            ) from e
+
+
+def _core_rows(nl_board, nxsdk):
+    """One record per core: chip, core, blocks and the stand-in's table counts."""
+    n_blocks = [len(core.blocks) for chip in nl_board.chips for core in chip.cores]
+    rows = []
+    for blocks, summary in zip(n_blocks, nxsdk.summary()):
+        rows.append(dict(summary, blocks=blocks))
+    return rows
+
+
+def _print_core_table(rows, limits, top):
+    fullest = lambda r: max(r[key] / limits[key] for key, _, _ in CHECK_COLUMNS)
+    shown = sorted(rows, key=fullest, reverse=True)[:top] if top else rows
+    header = ["chip", "core", "blocks"] + [h for _, h, _ in CHECK_COLUMNS] + ["fullest %"]
+    table = [header, ["", "limit", ""] + [f"{limits[k]:,}" for k, _, _ in CHECK_COLUMNS]
+             + ["100.0"]]
+    for r in shown:
+        table.append([str(r["chip"]), str(r["core"]), str(r["blocks"])]
+                     + [f"{r[k]:,}" for k, _, _ in CHECK_COLUMNS]
+                     + [f"{100 * fullest(r):.1f}"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for k, row in enumerate(table):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip())
+        if k == 1:
+            print("  ".join("-" * w for w in widths))
+    if top and len(rows) > top:
+        print(f"... {len(rows) - top} more cores (the {top} fullest shown; --top 0 for all)")
+
+
+def _cmd_check(args, say):
+    """Build a scenario's or a saved plan's board on the NxSDK stand-in."""
+    from partitioner.allocator import PlanAllocator, board_from_plan
+    from partitioner.plan import Plan
+
+    target = args.target
+    if target.endswith(".json"):
+        plan = Plan.load(target)
+        spec = args.scenario or plan.info.get("scenario")
+        if not spec:
+            raise PlanError(
+                f"{target} does not name the scenario it was made for; give it with "
+                f"--scenario SCENARIO."
+            )
+        _, model, graph, _ = prepare(spec, args.rates, args.duration, say)
+        with say.stage("checking the plan against the model and emitting its board"):
+            allocator = PlanAllocator(plan, board=args.board)
+            nl_board = allocator(model, plan.n_chips)
+        what = f"plan {target} ({spec})"
+        board_name = args.board or plan.board
+    else:
+        board = _check_board(args.board or "nahuku32")
+        n_chips = _check_chips(board, args.chips)
+        name = _single_strategy(args.strategy)
+        _, model, graph, allocator_rates = prepare(target, args.rates, args.duration, say)
+        result = run_strategy(name, model, graph, board, n_chips, seed=args.seed,
+                              time_limit=args.time_limit,
+                              allocator_rates=allocator_rates, say=say)
+        if not result.feasible:
+            raise InfeasibleError(f"{name} found no plan on {n_chips} chip(s) of "
+                                  f"{board.name}: {result.reason}")
+        with say.stage("emitting the board"):
+            nl_board = board_from_plan(model, result.plan, graph, limits=board.limits)
+        what = f"scenario {target} ({name} plan)"
+        board_name = board.name
+    nxsdk = _check_board_on_standin(nl_board, say)
+    rows = _core_rows(nl_board, nxsdk)
+    print(f"Checked {what} on {board_name}: nengo-loihi's build_board built "
+          f"{_plural(graph.n_blocks, 'block')} on {_plural(len(rows), 'core')} of "
+          f"{_plural(len(nxsdk.n2Chips), 'chip')} on the NxSDK stand-in; every "
+          f"per-core table is within its size.")
+    print()
+    _print_core_table(rows, _check_limits(), args.top)
     return 0
 
 
@@ -976,13 +1210,15 @@ def _cmd_diff(args, say):
     from partitioner.plan import Plan
 
     a, b = Plan.load(args.a), Plan.load(args.b)
-    if a.fingerprint != b.fingerprint or a.n_blocks != b.n_blocks:
+    differences = a.model_differences(b.fingerprint, b.n_blocks)
+    if differences:
         raise PlanError(
-            f"{args.a} and {args.b} are plans of different models (fingerprints "
-            f"{a.fingerprint} and {b.fingerprint}); diff needs two plans of one model."
+            f"{args.a} and {args.b} are plans of different models (they differ in "
+            f"{'; '.join(differences)}); diff needs two plans of one model."
         )
-    core_a, core_b = a.block_core, b.block_core
-    chip_a, chip_b = a.block_chip, b.block_chip
+    same = a.block_mapping(b)  # block i of a is block same[i] of b
+    core_a, core_b = a.block_core, b.block_core[same]
+    chip_a, chip_b = a.block_chip, b.block_chip[same]
     moved_chip = np.flatnonzero(chip_a != chip_b)
     moved_core = np.flatnonzero(core_a != core_b)
     print(f"a: {args.a} ({a.strategy or '-'}, {a.board})")
@@ -1074,22 +1310,25 @@ def _place_applied(network, board, rates, duration, say):
     from partitioner.metrics import evaluate
     from partitioner.nxsdk_standin import build_on_standin
 
-    say("building the network with the new block shapes")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if rates == "measured":
-            with nengo_loihi.Simulator(network, target="sim", progress_bar=False) as sim:
+            with say.stage("building the network with the new block shapes"):
+                sim = nengo_loihi.Simulator(network, target="sim", progress_bar=False)
+            with sim:
                 graph = extract(sim, rates="measured", duration=duration,
                                 progress=not say.quiet)
                 model = sim.model
         else:
-            model = build_model(network)
-            graph = extract(model, rates=rates, progress=False)
-    say(f"partitioning {graph.n_blocks} blocks on {board.name}")
-    plan = partition(graph, board=board)
-    metrics = evaluate(graph, plan, board)
-    say("building the board on the NxSDK stand-in")
-    nxsdk = build_on_standin(board_from_plan(model, plan, graph, limits=board.limits))
+            with say.stage("building the network with the new block shapes"):
+                model = build_model(network)
+                graph = extract(model, rates=rates, progress=False)
+    with say.stage(f"partitioning {graph.n_blocks} blocks on {board.name}"):
+        plan = partition(graph, board=board)
+        metrics = evaluate(graph, plan, board)
+    with say.stage("building the board on the NxSDK stand-in"):
+        nxsdk = build_on_standin(board_from_plan(model, plan, graph,
+                                                 limits=board.limits))
     record = {
         "model": "applied", "broken": "none", "blocks": graph.n_blocks,
         "cores": int(plan.n_cores), "chips": int(plan.n_chips),
@@ -1107,13 +1346,14 @@ def _cmd_fit(args, say):
     from partitioner.scenario import load_scenario
 
     board = _check_board(args.board)
-    say(f"loading scenario {args.scenario}")
-    scenario = load_scenario(args.scenario)
+    with say.stage(f"loading scenario {args.scenario}"):
+        scenario = load_scenario(args.scenario)
     rates, _ = _resolve_rates(args.rates, scenario)
-    say(f"fitting block shapes of {scenario.name} to the cores of {board.name}")
     t0 = time.perf_counter()
-    result = fit_block_shapes(scenario.network, board=board, apply=args.apply,
-                              rates=rates, duration=args.duration)
+    with say.stage(f"fitting block shapes of {scenario.name} to the cores of "
+                   f"{board.name}"):
+        result = fit_block_shapes(scenario.network, board=board, apply=args.apply,
+                                  rates=rates, duration=args.duration)
     say(f"{result.builds} builds in {time.perf_counter() - t0:.1f} s")
     records = [_fit_record("before", result.before)]
     if result.changes:
@@ -1203,7 +1443,8 @@ def _add_model_options(p):
 def _add_solver_options(p):
     p.add_argument("--seed", type=int, default=0, help="strategy seed (default 0)")
     p.add_argument("--time-limit", type=float, default=None,
-                   help="seconds for the ilp strategy (default: its own)")
+                   help="effort of the ilp strategy in seconds: a fixed amount of "
+                        "solver work, so results repeat (default 10)")
 
 
 def _parser():
@@ -1262,7 +1503,8 @@ def _parser():
                         "(predicted step time, using every chip's cores)")
     _add_rates_options(p)
     p.add_argument("--workers", type=int, default=None,
-                   help="processes (default: one per CPU; 1 = no subprocesses)")
+                   help="processes (default: one per CPU, as many as fit in half the "
+                        "memory available; 1 = no subprocesses)")
     p.add_argument("--json", metavar="OUT", help="write the records as JSON")
     p.add_argument("--plot", metavar="OUT.png",
                    help="plot time, traffic and energy vs chips, and chips vs step "
@@ -1293,6 +1535,26 @@ def _parser():
     p.add_argument("b", metavar="B.json")
     p.add_argument("--top", type=int, default=20, help="moved blocks to list (default 20)")
     p.set_defaults(func=_cmd_diff)
+
+    p = add("check", "build a scenario's or a saved plan's board with nengo-loihi's "
+                     "build_board on the NxSDK stand-in; show each core's table use")
+    p.add_argument("target", metavar="SCENARIO|PLAN.json",
+                   help="a scenario (partitioned with --strategy), or a plan written "
+                        "by `partitioner plan`")
+    p.add_argument("--scenario", default=None,
+                   help="the scenario a PLAN.json was made for (default: the one it "
+                        "names)")
+    p.add_argument("--chips", type=int, default=None,
+                   help="chips to allow for a scenario (default: all of the board's)")
+    p.add_argument("--strategy", default="metis", help="strategy for a scenario "
+                                                       "(default metis)")
+    p.add_argument("--board", default=None,
+                   help="board (default: nahuku32, or the plan's)")
+    _add_rates_options(p)
+    _add_solver_options(p)
+    p.add_argument("--top", type=int, default=0,
+                   help="show only the N fullest cores (default 0: all)")
+    p.set_defaults(func=_cmd_check)
 
     p = add("fit", "choose block shapes so every block fits a core")
     add_scenario(p)
@@ -1327,6 +1589,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     say = _Reporter(quiet=args.quiet)
     try:
+        check_outputs(args)
         return args.func(args, say)
     except (PartitionerError, nengo.exceptions.NengoException, OSError) as e:
         _error(e)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 import sys
 import time
 
 import numpy as np
 
 from partitioner.errors import InfeasibleError, PartitionerError
+from partitioner.graph import RESOURCES
 from partitioner.hardware import get_board
 from partitioner.packing import BlockKeys, check_blocks, effective_size
 from partitioner.plan import Plan
@@ -107,9 +109,40 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
     InfeasibleError
         The model does not fit ``n_chips`` chips of ``board``.
     """
+    # Refusals name the first offending block in the model's own order.
+    check_blocks(graph, get_board(board).limits)
+    order, canonical = _canonical(graph)
     with _collector_paused():
-        return _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
-                          refine_plan, progress, improve, options)
+        plan = _partition(canonical, n_chips, board, strategy, seed, objective,
+                          _canonical_pins(pins, order), spread, refine_plan, progress,
+                          improve, options)
+    if canonical is not graph:
+        plan = plan.renumbered(np.argsort(order.ranks), block_order=order)
+    return plan.remember_graph(graph)
+
+
+def _canonical(graph):
+    """The graph's canonical block order, and the graph renumbered in that order.
+
+    nengo-loihi may number the blocks of one network differently in each process;
+    partitioning the canonically numbered graph gives the same plan in every process
+    (`partitioner.identity`).
+    """
+    from partitioner.identity import block_order, reordered
+
+    order = block_order(graph)
+    if np.array_equal(order.ranks, np.arange(graph.n_blocks)):
+        return order, graph
+    return order, reordered(graph, np.argsort(order.ranks))
+
+
+def _canonical_pins(pins, order):
+    """Pins on canonical block numbers (numbers out of range are kept, to be reported)."""
+    if not pins:
+        return pins
+    n = order.ranks.size
+    return {int(order.ranks[int(b)]) if 0 <= int(b) < n else b: chip
+            for b, chip in pins.items()}
 
 
 @contextlib.contextmanager
@@ -301,12 +334,61 @@ def _check_pins(pins, graph, max_chips):
     return {int(b): int(c) for b, c in pins.items()}
 
 
+def _pinned_sources(graph, blocks, most=3):
+    """The nengo objects the ``blocks`` came from, without their neuron ranges."""
+    names = list(dict.fromkeys(re.sub(r"\[[^\]]*\]$", "", graph.sources[b])
+                               for b in blocks))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _check_pinned_chips(graph, board, pins):
+    """Raise `InfeasibleError` when the blocks pinned to one chip need more cores than
+    a chip has (a lower bound: blocks that need a core alone, plus the fullest
+    resource of the others)."""
+    if not pins:
+        return
+    cap = board.limits.capacity_vector()
+    by_chip = {}
+    for block, chip in pins.items():
+        by_chip.setdefault(chip, []).append(block)
+    for chip, blocks in sorted(by_chip.items()):
+        blocks = np.asarray(sorted(blocks), dtype=np.int64)
+        alone = graph.alone[blocks]
+        totals = graph.resources[blocks[~alone]].sum(axis=0) / cap
+        shared = int(np.ceil(totals.max(initial=0.0) - 1e-9))
+        need = int(alone.sum()) + shared
+        if need <= board.cores_per_chip:
+            continue
+        why = []
+        if alone.any():
+            why.append(f"{int(alone.sum())} of them need a core of their own (they learn "
+                       f"or send population axons)")
+        if shared:
+            why.append(f"the others' {RESOURCES[int(totals.argmax())]} fill "
+                       f"{shared} core(s)")
+        raise InfeasibleError(
+            f"The pins put {blocks.size} blocks on chip {chip} (from "
+            f"{_pinned_sources(graph, blocks)}), which need at least {need} cores "
+            f"({'; '.join(why)}), but a chip of {board.name} has "
+            f"{board.cores_per_chip}. Pin them to several chips, or pin fewer."
+        )
+
+
 def _first_chip_count(graph, board, pins, max_chips, spread):
     from partitioner.metrics import chip_lower_bound
 
-    if spread:
-        return max_chips
+    _check_pinned_chips(graph, board, pins)
+    if spread and graph.n_blocks < max_chips:
+        raise InfeasibleError(
+            f"The model has {graph.n_blocks} block(s), fewer than the {max_chips} "
+            f"chips asked for: spread=True puts at least one block on every chip. "
+            f"Spread over at most {max(graph.n_blocks, 1)} chip(s), or drop "
+            f"spread=True to use the fewest chips that fit."
+        )
     first = max(chip_lower_bound(graph, board), max(pins.values(), default=-1) + 1)
+    if spread and first <= max_chips:
+        return max_chips
     if first > max_chips:
         raise InfeasibleError(
             f"The model needs at least {first} chips (proven lower bound) but at most "
@@ -332,18 +414,27 @@ def _search_chip_count(ctx, strategy, first, max_chips, say, options):
         say(f"{k} chip(s) do not fit ({time.perf_counter() - start:.2f} s{guess})")
         # A strategy that found its cores cannot fit k chips says how many they need.
         k = max(k + 1, min(ctx.notes.get("min_chips", 0), max_chips))
-    _raise_for_entries(ctx, max_chips)
     if ctx.spread:
+        packed = _spread_fallback(ctx, max_chips, say)
+        if packed is not None:
+            return packed, max_chips
+        _raise_for_entries(ctx, max_chips)
         raise InfeasibleError(
             f"Could not spread the model ({ctx.graph.n_blocks} blocks) over exactly "
             f"{max_chips} chip(s) of {ctx.board.name}: every chip needs at least one "
             f"core and chips must stay balanced. Spread over fewer chips, or drop "
             f"spread=True to use the fewest chips that fit."
         )
+    _raise_for_entries(ctx, max_chips)
+    pinned = ""
+    if ctx.pins:
+        pinned = (f" The {len(ctx.pins)} pinned block(s) (from "
+                  f"{_pinned_sources(ctx.graph, sorted(ctx.pins))}) must stay on their "
+                  f"chips; pinning fewer may let the rest fit.")
     raise InfeasibleError(
         f"Could not place the model on {max_chips} chip(s) of {ctx.board.name} "
         f"({ctx.graph.n_blocks} blocks). Allow more chips, use a larger board, or make "
-        f"blocks smaller (see partitioner.fit_block_shapes)."
+        f"blocks smaller (see partitioner.fit_block_shapes).{pinned}"
     )
 
 
@@ -381,6 +472,24 @@ def _raise_for_entries(ctx, max_chips):
         f"{overflow.text(ctx.graph)}. {fix}; or split the sending ensemble into "
         f"smaller blocks (nengo_loihi.BlockShape) so that each block's axons fit."
     )
+
+
+def _spread_fallback(ctx, k, say):
+    """A METIS plan whose empty chips get cores split off others (`strategies.spread`),
+    for a spread plan the strategy left with empty chips; or None."""
+    from partitioner.strategies.spread import spread_fallback
+
+    say(f"filling the empty chips of a cut into {k} chips")
+    ctx.keys.set_extra(np.zeros(ctx.graph.n_blocks, dtype=np.int64))
+    packed = spread_fallback(ctx, k)
+    if packed is None:
+        return None
+    overflow = fit_entries(packed, keep_chips=True)
+    if overflow is not None:
+        ctx.notes["entries"] = overflow
+        return None
+    packed.info = dict(getattr(packed, "info", None) or {}, spread_filled=True)
+    return packed
 
 
 def _packed_order(packed):

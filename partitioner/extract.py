@@ -55,6 +55,7 @@ from nengo_loihi.builder.discretize import tracing_mag_int_frac, vth_to_manexp
 from nengo_loihi.hardware.allocators import ensemble_to_block_rates
 
 from partitioner import formats
+from partitioner.building import lean_connection_params
 from partitioner.errors import BlockTooLargeError, ExtractionError
 from partitioner.graph import CONFIG_KINDS, TrafficGraph
 from partitioner.hardware import CoreLimits
@@ -145,7 +146,9 @@ def build_model(network, dt=0.001):
     """Build a network into a nengo-loihi `Model`, without simulating it.
 
     This is what ``nengo_loihi.Simulator(network, target="sim")`` builds (the same
-    splitting, discretization and validation), minus the simulators.
+    splitting, discretization and validation), minus the simulators, and without
+    the per-connection weight copies a simulator would keep in ``model.params``
+    (`partitioner.building`).
 
     Parameters
     ----------
@@ -165,7 +168,8 @@ def build_model(network, dt=0.001):
         ``nengo_loihi.BlockShape`` that fits, where one can help.
     """
     model = _new_model(network, dt)
-    with _translate_build_errors(model):
+    # A model built here is not simulated: keep no second copies of the weights.
+    with _translate_build_errors(model), lean_connection_params():
         model.build(network, precompute=None, remove_passthrough=True, discretize=True)
     return model
 
@@ -270,6 +274,12 @@ def _translate_build_errors(model):
     except BlockTooLargeError:
         raise
     except BuildError as err:
+        if "No neurons marked for execution on-chip" in str(err):
+            raise ExtractionError(
+                "The network has nothing to place on Loihi: no ensemble of it runs on "
+                "the chip (it has none, or every one is marked off-chip with "
+                "net.config[ens].on_chip = False). Add an ensemble, or mark one on-chip."
+            ) from err
         too_large = _block_too_large(model, err)
         if too_large is None:
             raise
@@ -339,6 +349,7 @@ def _block_too_large(model, err):
             for j, r, v, lim in group[:1]
         )
     suggestion = shapes.get(obj) if isinstance(obj, nengo.Ensemble) else None
+    suggestion = None if isinstance(suggestion, _NoShape) else suggestion
     return BlockTooLargeError(
         message, block=str(block), source=sources[i], rule=rule, value=value,
         limit=limit, suggestion=suggestion,
@@ -362,13 +373,43 @@ def _offender_text(block, source, rule, value, limit):
     )
 
 
+class _NoShape:
+    """No block shape helps: every neuron of the ensemble receives ``axons`` input
+    axons, more than a core's ``limit`` (a dense connection)."""
+
+    def __init__(self, axons, limit):
+        self.axons, self.limit = axons, limit
+
+
+def _fewest_input_axons(block):
+    """The fewest input axons any one compartment of ``block`` receives (counted as
+    ``Core.add_synapse`` numbers them), or None when a synapse uses population axons,
+    whose targets depend on the block's shape."""
+    counts = np.zeros(block.compartment.n_compartments, dtype=np.int64)
+    for synapse in block.synapses:
+        if synapse.pop_type != 0:
+            return None
+        for idx in range(synapse.n_axons):
+            base = synapse.axon_compartment_base(idx)
+            weights, indices = synapse.axon_weights_indices(idx)
+            if base is not None and weights.size:
+                counts[np.unique(base + np.asarray(indices))] += synapse.idxs_per_synapse()
+    return int(counts.min()) if counts.size else 0
+
+
 def _ensemble_shapes(model, blocks, objs, offenders):
-    """The smallest suggested BlockShape for each ensemble with an offending block."""
+    """The smallest suggested BlockShape for each ensemble with an offending block, or
+    `_NoShape` where a block receives too many input axons whatever its shape."""
     shapes = {}
     for i, rule, value, limit in offenders:
         ens = objs[i]
-        if not isinstance(ens, nengo.Ensemble):
+        if not isinstance(ens, nengo.Ensemble) or isinstance(shapes.get(ens), _NoShape):
             continue
+        if rule == "in_axons":
+            fewest = _fewest_input_axons(blocks[i])
+            if fewest is not None and fewest > limit:
+                shapes[ens] = _NoShape(fewest, limit)
+                continue
         current = _current_block_shape(model, ens)
         shape = suggest_block_shape(
             (ens.n_neurons,) if current is None else tuple(current.ensemble_shape),
@@ -396,6 +437,18 @@ def _current_block_shape(model, ens):
 
 
 def _advice(obj, rule, shapes, short=False):
+    if isinstance(obj, nengo.Ensemble) and isinstance(shapes[obj], _NoShape):
+        found = shapes[obj]
+        if short:
+            return (f"No block shape helps: every neuron of {obj} receives "
+                    f"{found.axons} input axons.")
+        return (
+            f"No block shape helps: every neuron of {obj} receives {found.axons} input "
+            f"axons (a dense connection from that many presynaptic neurons), and a core "
+            f"has {found.limit}. Make the presynaptic population smaller (or split it, "
+            f"and the connection, into several), or use a decoded connection "
+            f"(nengo.Connection(pre, post)) instead of neuron-to-neuron weights."
+        )
     if isinstance(obj, nengo.Ensemble):
         shape = shapes[obj]
         if short:
@@ -409,14 +462,8 @@ def _advice(obj, rule, shapes, short=False):
                 f"    net.config[ens].block_shape = {format_block_shape(shape)}\n"
                 f"where `ens` is {obj}."
             )
-        if rule == "in_axons":
-            text += (
-                " Input axons are the presynaptic neurons that reach each block, so a "
-                "smaller block shape only helps when each part receives fewer of them "
-                "(e.g. convolutions); otherwise make the presynaptic population smaller "
-                "or use a decoded connection instead of a neuron-to-neuron or "
-                "weight-solver one."
-            )
+        if rule == "in_axons" and not short:
+            text += " Each smaller block then receives fewer input axons."
         return text
     if isinstance(obj, nengo.Connection):
         return (

@@ -406,15 +406,17 @@ class TrafficGraph:
 
     # ----------------------------------------------------------- identity
     def fingerprint(self):
-        """A stable hash of the blocks and edges, used to tie plans to a model."""
-        h = hashlib.sha256()
-        h.update(json.dumps(self.labels).encode())
-        h.update(np.ascontiguousarray(self.resources).tobytes())
-        ax = self.axons.tocsr()
-        ax.sort_indices()
-        for arr in (ax.indptr, ax.indices, ax.data):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
+        """What the model is, as a string equal in every process and run.
+
+        Only structure enters it: block resources and per-core settings, shared
+        config-table entries, axons between blocks and from host inputs. Not the
+        block order (which nengo-loihi may change between processes), labels (which
+        hold memory addresses for unlabeled objects) or spike rates. See
+        `partitioner.identity.fingerprint`.
+        """
+        from partitioner.identity import fingerprint
+
+        return fingerprint(self)
 
     # ------------------------------------------------------------- export
     def to_networkx(self):

@@ -1,6 +1,6 @@
 """Blocks onto cores under every per-core rule.
 
-The rules (see ``docs/rules.md`` and ``../shared/ARCHITECTURE.md``):
+The rules (see ``docs/rules.md``, which gives where each comes from):
 
 * additive resources: compartments, input axon ids, output axon entries, synapse bits
   (a block after the first on a core pays for its widened synapse formats; a block's

@@ -50,6 +50,22 @@ EXACT_SECONDS = 1.0
 RESTART_MAX_CHIPS = 64
 #: Relative tolerance when comparing costs.
 _TOL = 1e-9
+#: The searches stop after a fixed amount of work, not at a clock time, so that the
+#: same plan and seed give the same placement on any machine under any load:
+#: ``time_limit`` seconds buy this many elementary array operations (about what one
+#: core does in a second) ...
+OPS_PER_SECOND = 5e7
+#: ... a swap-search step costs ``positions x (chips + positions)`` of them plus
+#: this overhead, and scoring a placement ``flows x (mesh rows + columns)`` plus
+#: `SCORE_OPS` (measured).
+SWAP_OPS = 5e3
+SCORE_OPS = 1.5e4
+#: A search stops anyway after this many times ``time_limit`` of wall-clock time,
+#: plus `WALL_SLACK` seconds (then the placement may differ between runs). Only
+#: placements of hundreds of chips on a machine several times slower than one free
+#: core come near it; smaller ones reach a local optimum well within the budget.
+WALL_FACTOR = 3.0
+WALL_SLACK = 1.0
 
 
 # ===================================================================== public API
@@ -73,7 +89,11 @@ def place_chips(graph, plan, board=None, seed=0, method="auto", time_limit=5.0,
         chip-position pairs in the model); ``"exact"``: CP-SAT always, for up to
         ``time_limit`` seconds.
     time_limit : float
-        Seconds for the exact solver, and for the heuristic's searches.
+        Effort, in seconds: the searches stop after a fixed amount of work that takes
+        about this long on one unloaded core (`OPS_PER_SECOND`; CP-SAT's
+        deterministic time for the exact solver), so the result does not depend on
+        the machine's speed or load. A wall-clock guard (`WALL_FACTOR` times this
+        plus `WALL_SLACK`) stops them anyway.
     objective : {"spikes", "max_link", "chips", "time"}, optional
         What to minimize first (default: ``plan.objective``). ``"spikes"``: hop-weighted
         cost, then max link load; ``"max_link"``: max link load, then hop-weighted
@@ -273,10 +293,31 @@ def _better(a, b):
     return False
 
 
+class _Work:
+    """A budget of elementary operations (see `OPS_PER_SECOND`), with a wall-clock
+    guard."""
+
+    def __init__(self, seconds):
+        self.seconds = float(seconds)
+        self.left = self.seconds * OPS_PER_SECOND
+        self.guard = time.perf_counter() + WALL_FACTOR * self.seconds + WALL_SLACK
+
+    def spend(self, ops):
+        self.left -= ops
+
+    @property
+    def done(self):
+        """Whether the budget (or the wall-clock guard) has run out."""
+        return self.left <= 0 or time.perf_counter() >= self.guard
+
+    def seconds_left(self):
+        """The budget left, in seconds of ``time_limit``."""
+        return max(0.0, self.left / OPS_PER_SECOND)
+
+
 def _place(traffic, board, seed, method, time_limit, objective):
     n = traffic.shape[0]
-    start_time = time.perf_counter()
-    deadline = start_time + float(time_limit)
+    work = _Work(time_limit)
     hops = board.hop_matrix()
     scorer = _Scorer(traffic, board, objective, hops)
     sym = traffic + traffic.T
@@ -285,16 +326,16 @@ def _place(traffic, board, seed, method, time_limit, objective):
     starts = [_greedy(sym, hops, rng)]
     if n <= RESTART_MAX_CHIPS:
         starts += [identity] + [_greedy(sym, hops, rng) for _ in range(2)]
-    candidates = [identity] + [_swap_search(sym, hops, s, deadline) for s in starts]
+    candidates = [identity] + [_swap_search(sym, hops, s, work) for s in starts]
     best = min(candidates, key=scorer.hop_cost)
     if method == "exact" or (method == "auto" and _exact_is_small(n, board)):
-        limit = deadline - time.perf_counter()
+        limit = work.seconds_left()
         if method == "auto":
             limit = min(limit, EXACT_SECONDS)
         exact = _exact_hops(sym, board, max(0.1, limit), seed, hint=best)
         if exact is not None and scorer.hop_cost(exact) < scorer.hop_cost(best):
             best = exact
-    best = _link_polish(scorer, best, deadline)
+    best = _link_polish(scorer, best, work)
     # Never worse than the identity placement.
     return best if not _better(scorer.key(identity), scorer.key(best)) else identity
 
@@ -377,9 +418,14 @@ def _exact_hops(sym, board, time_limit, seed, hint=None):
         for a in range(n):
             for q, (r, c) in enumerate(window):
                 m.add_hint(p[a][q], r == hr[a] and c == hc[a])
+    from partitioner.strategies.ilp import DETERMINISTIC_TIME_PER_SECOND
+
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = float(time_limit)
-    solver.parameters.num_workers = 2
+    # One worker and a limit on work, not time: the same answer on every run.
+    solver.parameters.max_deterministic_time = (
+        float(time_limit) * DETERMINISTIC_TIME_PER_SECOND)
+    solver.parameters.max_time_in_seconds = 10 * float(time_limit)
+    solver.parameters.num_workers = 1
     solver.parameters.random_seed = int(seed)
     status = solver.solve(m)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -420,7 +466,7 @@ def _greedy(sym, hops, rng):
     return pos
 
 
-def _swap_search(sym, hops, start, deadline):
+def _swap_search(sym, hops, start, work):
     """Best-improvement pairwise swaps of positions (empty positions included).
 
     Chips and empty positions form a permutation of all board positions; swapping two
@@ -437,7 +483,9 @@ def _swap_search(sym, hops, start, deadline):
     D = hops[np.ix_(perm, perm)]
     M = S @ D
     tol = _TOL * max(float((S * D).sum()), 1.0)
-    while time.perf_counter() < deadline:
+    step = SWAP_OPS + n_pos * (n + n_pos)
+    while not work.done:
+        work.spend(step)
         diag = np.diag(M)
         delta = (M[:n] + M.T[:n] - diag[:n, None] - diag[None, :]
                  + 2 * S[:n] * D[:n])
@@ -465,7 +513,7 @@ def _swap_update(S, M, D, hops, perm, a, b):
 
 
 # ========================================================== link-load polishing
-def _link_polish(scorer, pos, deadline, max_rounds=200, radius=2):
+def _link_polish(scorer, pos, work, max_rounds=200, radius=2):
     """Move chips whose flows cross the busiest link while the score improves.
 
     Candidates: each endpoint chip of the heaviest flows on the busiest link, moved to
@@ -474,8 +522,9 @@ def _link_polish(scorer, pos, deadline, max_rounds=200, radius=2):
     pos = pos.copy()
     best = scorer.key(pos)
     hops = scorer.hops
+    score_ops = SCORE_OPS + scorer.flows[0].size * sum(scorer.mesh)
     for _ in range(max_rounds):
-        if time.perf_counter() >= deadline:
+        if work.done:
             break
         loads = scorer.loads(pos)
         hot = int(np.argmax(loads))
@@ -485,8 +534,9 @@ def _link_polish(scorer, pos, deadline, max_rounds=200, radius=2):
         for a in _chips_on_link(scorer, pos, hot):
             at = {int(q): i for i, q in enumerate(pos)}
             for q in np.flatnonzero(hops[pos[a]] <= radius):
-                if q == pos[a] or time.perf_counter() >= deadline:
+                if q == pos[a] or work.done:
                     continue
+                work.spend(score_ops)
                 trial = pos.copy()
                 other = at.get(int(q))
                 if other is not None:

@@ -1,5 +1,9 @@
 """Plan: which core each block sits on (in offset order), which chip each core is on,
-and where each chip sits on the board mesh. Saved as JSON with the model fingerprint.
+and where each chip sits on the board mesh.
+
+Saved as JSON with the model's fingerprint and the canonical order of its blocks
+(`partitioner.identity`), so that a plan saved in one process replays on the same
+model built in another, where nengo-loihi may number the blocks differently.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from partitioner.errors import PlanError
 __all__ = ["Plan"]
 
 PLAN_FORMAT = "loihi-partitioner.plan"
+#: Version 2: structural fingerprints and the canonical block order.
+PLAN_VERSION = 2
 
 
 @dataclass(eq=False)
@@ -51,6 +57,9 @@ class Plan:
         Seed the strategy used.
     info : dict
         Strategy-specific extras (JSON-serializable).
+    block_order : partitioner.identity.BlockOrder or None
+        Canonical order of the model's blocks; None until needed (`save`,
+        `matched_to`) or when unknown. `remember_graph` lets the plan compute it.
     """
 
     layout: np.ndarray
@@ -67,6 +76,7 @@ class Plan:
     runtime_s: float = 0.0
     seed: int = 0
     info: dict = field(default_factory=dict)
+    block_order: object = None
 
     def __post_init__(self):
         self.layout = np.asarray(self.layout, dtype=np.int64)
@@ -93,6 +103,12 @@ class Plan:
             raise PlanError(
                 "Plan is corrupt: every block must appear exactly once in the layout. "
                 "Re-create the plan."
+            )
+        ranks = None if self.block_order is None else np.asarray(self.block_order.ranks)
+        if ranks is not None and not np.array_equal(np.sort(ranks), np.arange(n)):
+            raise PlanError(
+                "Plan is corrupt: block_order must rank every block once. Re-create the "
+                "plan."
             )
         if self.chip_position.size != self.n_chips or (
             self.chip_position.size
@@ -188,7 +204,8 @@ class Plan:
     # ------------------------------------------------------------ JSON
     def to_dict(self):
         """A JSON-serializable dict (see `from_dict`)."""
-        out = {"format": PLAN_FORMAT, "version": 1, "fingerprint": self.fingerprint}
+        out = {"format": PLAN_FORMAT, "version": PLAN_VERSION,
+               "fingerprint": self.fingerprint}
         out.update(self.summary())
         out.update(
             layout=self.layout.tolist(),
@@ -197,6 +214,8 @@ class Plan:
             chip_position=self.chip_position.tolist(),
             info=self.info,
         )
+        order = self.canonical_order()
+        out["block_order"] = None if order is None else order.to_dict()
         return out
 
     @classmethod
@@ -223,6 +242,7 @@ class Plan:
                 runtime_s=data.get("runtime_s", 0.0),
                 seed=data.get("seed", 0),
                 info=data.get("info", {}),
+                block_order=_read_order(data.get("block_order")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"Plan is corrupt ({type(e).__name__}: {e}). Re-create it.") from e
@@ -242,13 +262,160 @@ class Plan:
             raise PlanError(f"{path}: not valid JSON ({e}). Re-create the plan.") from e
         return cls.from_dict(data)
 
+    # ------------------------------------------------------------ identity
+    def remember_graph(self, graph):
+        """Keep the graph the plan was made for, so that `save` can record the
+        canonical order of its blocks (computed only when needed).
+
+        Parameters
+        ----------
+        graph : TrafficGraph
+        """
+        self._graph = graph
+        return self
+
+    def canonical_order(self):
+        """The canonical order of the plan's model's blocks, or None if unknown.
+
+        Returns
+        -------
+        partitioner.identity.BlockOrder or None
+        """
+        graph = getattr(self, "_graph", None)
+        if self.block_order is None and graph is not None:
+            from partitioner.identity import block_order
+
+            self.block_order = block_order(graph)
+        return self.block_order
+
+    def matched_to(self, graph):
+        """This plan with its block numbers those of ``graph``'s model.
+
+        nengo-loihi may number the blocks of one network differently in another
+        process; the plan's canonical block order maps its blocks onto ``graph``'s.
+
+        Parameters
+        ----------
+        graph : TrafficGraph
+            The model to replay the plan on.
+
+        Returns
+        -------
+        Plan
+            ``self`` when the numbers already agree, else a renumbered copy.
+
+        Raises
+        ------
+        PlanError
+            The plan was made for another model; the message says what differs.
+        """
+        from partitioner.identity import block_order
+
+        self._check_fingerprint(graph.fingerprint(), graph.n_blocks)
+        if getattr(self, "_graph", None) is graph:
+            return self
+        mine = self.canonical_order()
+        if mine is None:
+            return self  # made without an order: its numbers are the model's
+        theirs = block_order(graph)
+        if mine.digest != theirs.digest and mine.exact and theirs.exact:
+            raise PlanError(self._mismatch([
+                "how the blocks are wired together (the same blocks, settings and "
+                "numbers of edges, connected differently)"]))
+        if np.array_equal(mine.ranks, theirs.ranks):
+            return self
+        return self.renumbered(mine.mapping(theirs), theirs)
+
+    def renumbered(self, new_index, block_order=None):
+        """A copy of the plan with block ``b`` renamed ``new_index[b]``.
+
+        Parameters
+        ----------
+        new_index : (n_blocks,) int array
+            A permutation.
+        block_order : BlockOrder, optional
+            The canonical order in the new numbering.
+        """
+        new_index = np.asarray(new_index, dtype=np.int64)
+        return Plan(
+            layout=new_index[self.layout], core_ptr=self.core_ptr.copy(),
+            core_chip=self.core_chip.copy(), chip_position=self.chip_position.copy(),
+            board=self.board, fingerprint=self.fingerprint, strategy=self.strategy,
+            objective=self.objective, objective_value=self.objective_value,
+            bound=self.bound, gap=self.gap, runtime_s=self.runtime_s, seed=self.seed,
+            info=dict(self.info), block_order=block_order,
+        )
+
+    def block_mapping(self, other):
+        """For each block of this plan, the same block in ``other``'s numbering.
+
+        Parameters
+        ----------
+        other : Plan
+            A plan of the same model (equal fingerprints), possibly made in another
+            process.
+
+        Returns
+        -------
+        (n_blocks,) int64 ndarray
+        """
+        self._check_fingerprint(other.fingerprint, other.n_blocks, other="the other plan")
+        mine, theirs = self.canonical_order(), other.canonical_order()
+        if mine is None or theirs is None:
+            return np.arange(self.n_blocks)
+        return mine.mapping(theirs)
+
     def check_matches(self, graph):
-        """Raise `PlanError` unless this plan was made for ``graph``'s model."""
-        fp = graph.fingerprint()
-        if self.fingerprint != fp or self.n_blocks != graph.n_blocks:
+        """Raise `PlanError` unless this plan's block numbers are ``graph``'s.
+
+        A plan of the same model whose blocks nengo-loihi numbered differently
+        (another process) needs `matched_to` first; the message says so.
+        """
+        if self.matched_to(graph) is not self:
             raise PlanError(
-                f"This plan was made for another model (plan fingerprint {self.fingerprint}, "
-                f"{self.n_blocks} blocks; this model {fp}, {graph.n_blocks} blocks). "
-                f"Make a new plan for this model with partitioner.partition() or "
-                f"`partitioner plan`."
+                "This plan numbers the model's blocks in another order (it was made "
+                "in another process). Use plan.matched_to(graph) before checking or "
+                "emitting it; PlanAllocator does this itself."
             )
+
+    def model_differences(self, fingerprint, n_blocks):
+        """What differs between this plan's model and another model.
+
+        Parameters
+        ----------
+        fingerprint : str
+            The other model's `TrafficGraph.fingerprint` (or another plan's).
+        n_blocks : int
+            Its number of blocks.
+
+        Returns
+        -------
+        list of str
+            One phrase per differing part; empty when the models are the same.
+        """
+        from partitioner.identity import fingerprint_differences
+
+        differences = fingerprint_differences(self.fingerprint, fingerprint)
+        if n_blocks != self.n_blocks and not any("blocks)" in d for d in differences):
+            differences.insert(0, f"the number of blocks ({self.n_blocks} vs {n_blocks})")
+        return differences
+
+    def _check_fingerprint(self, found, n_blocks, other="this model"):
+        differences = self.model_differences(found, n_blocks)
+        if differences:
+            raise PlanError(self._mismatch(differences, other=other))
+
+    def _mismatch(self, differences, other="this model"):
+        return (
+            f"This plan was made for another model: {other} differs in "
+            f"{'; '.join(differences)}. Make a new plan for this model with "
+            f"partitioner.partition() or `partitioner plan`."
+        )
+
+
+def _read_order(data):
+    if data is None:
+        return None
+    from partitioner.identity import BlockOrder
+
+    return BlockOrder.from_dict(data)

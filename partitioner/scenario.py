@@ -6,8 +6,10 @@ A scenario spec is one of
 * ``path/to/file.py:function``: another function of the file;
 * ``package.module:function`` (or ``package.module``, meaning its ``build()``): an
   importable module;
-* ``name``: a bundled scenario, ``scenarios/name.py`` of this project (e.g.
-  ``mnist_conv``), when no file or module of that name exists.
+* ``name``: a bundled scenario (e.g. ``mnist_conv``), when no file or module of that
+  name exists. Bundled scenarios are the ``*.py`` files of the project's
+  ``scenarios/`` folder, installed with the package as ``partitioner.scenarios``, so
+  their names work after any install and from any directory.
 
 The file or module may also define ``ensemble_rates(net)``, returning
 ``{nengo.Ensemble: per-neuron rates in Hz}`` for the network ``build()`` returned.
@@ -28,8 +30,23 @@ from partitioner.errors import ScenarioError
 
 __all__ = ["Scenario", "load_scenario", "bundled_scenarios", "BUNDLED_DIR"]
 
+
+
+def _bundled_dir():
+    """Folder of the bundled scenarios: the ``partitioner.scenarios`` package as
+    installed (its files are the project's ``scenarios/*.py``), or the ``scenarios/``
+    folder next to the package in a source tree that is not installed."""
+    try:
+        spec = importlib.util.find_spec("partitioner.scenarios")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return Path(__file__).resolve().parent.parent / "scenarios"
+
+
 #: Folder of the scenarios bundled with the project.
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+BUNDLED_DIR = _bundled_dir()
 
 _MODULE_NAME_RE = re.compile(r"^[A-Za-z_][\w.]*$")
 
@@ -58,12 +75,12 @@ class Scenario:
 
 
 def bundled_scenarios():
-    """Names of the bundled scenarios (``scenarios/*.py`` of this project).
+    """Names of the bundled scenarios (every ``*.py`` file of `BUNDLED_DIR`).
 
     Returns
     -------
     list of str
-        Sorted file stems; empty when the folder is not there (e.g. a wheel install).
+        Sorted file stems (files starting with ``_`` left out).
     """
     if not BUNDLED_DIR.is_dir():
         return []

@@ -10,8 +10,11 @@ step time and its bottleneck depend on them. Sweep points run in parallel proces
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -25,7 +28,9 @@ __all__ = [
     "run_point",
     "chip_counts",
     "smallest_board",
+    "workers_memory_allows",
     "plot_whatif",
+    "whatif_figure",
     "ProgressBar",
     "SENSITIVITY_FACTORS",
     "SENSITIVITY_PJ",
@@ -82,12 +87,42 @@ class ProgressBar:
         self.done = 0
         self._t0 = time.perf_counter()
         self._last_len = 0
+        self._note = ""
+        self._lock = threading.Lock()
 
     def update(self, n=1, note=""):
         """Advance by ``n`` steps and redraw, with an optional note after the bar."""
-        self.done = min(self.done + n, self.total)
+        with self._lock:
+            self.done = min(self.done + n, self.total)
+            self._note = note
+            self._draw()
+
+    @contextlib.contextmanager
+    def ticking(self, seconds=5.0):
+        """Redraw (the elapsed time) every ``seconds`` while the block runs, so that a
+        long step does not look like a hang."""
+        if not self.enabled:
+            yield self
+            return
+        stop = threading.Event()
+
+        def tick():
+            while not stop.wait(seconds):
+                with self._lock:
+                    self._draw()
+
+        thread = threading.Thread(target=tick, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+
+    def _draw(self):
         if not self.enabled:
             return
+        note = self._note
         filled = int(self.width * self.done / self.total)
         bar = "#" * filled + "." * (self.width - filled)
         elapsed = time.perf_counter() - self._t0
@@ -368,8 +403,9 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
         Inter-chip spike energies (pJ) for the sensitivity study; default 0.5x, 1x, 2x
         and 5x the (unpublished, assumed) default of `EnergyModel.interchip_spike_pj`.
     workers : int, optional
-        Processes to use; default one per CPU (at most one per point). 1 runs
-        everything in this process.
+        Processes to use; default one per CPU, but no more than fit in half the
+        memory available (`workers_memory_allows`), and at most one per point. 1
+        runs everything in this process.
     progress : bool
         Draw a progress bar on stderr.
     seed : int
@@ -414,23 +450,72 @@ def whatif(graph, boards=("nahuku32",), chips=None, strategy="metis",
                               spread=spread, interchip_pj=interchip_pj,
                               lower_bound=lb, options=options, objective=objective))
     bar = ProgressBar(len(tasks), "what-if", enabled=progress)
-    workers = _worker_count(workers, len(tasks))
+    workers = _worker_count(workers, len(tasks), graph)
     try:
-        if workers <= 1:
-            records = _run_serial(graph, tasks, bar)
-        else:
-            records = _run_parallel(graph, tasks, bar, workers)
+        with bar.ticking():
+            if workers <= 1:
+                records = _run_serial(graph, tasks, bar)
+            else:
+                records = _run_parallel(graph, tasks, bar, workers)
     finally:
         bar.close()
     return records
 
 
-def _worker_count(workers, n_tasks):
+#: Memory one sweep process needs, estimated: a base for the modules plus amounts per
+#: block and per block-to-block edge of the graph (partitioning 1,000,000 blocks and
+#: 7.3 million edges peaked at 2.3 GB; a process with the modules loaded holds about
+#: 0.2 GB).
+WORKER_BASE_BYTES = 250 * 2**20
+WORKER_BYTES_PER_BLOCK = 2048
+WORKER_BYTES_PER_EDGE = 200
+#: By default the sweep processes may use this share of the memory available.
+WORKER_MEMORY_SHARE = 0.5
+
+
+def _worker_count(workers, n_tasks, graph=None):
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = min(os.cpu_count() or 1, workers_memory_allows(graph))
     if int(workers) < 1:
         raise PartitionerError(f"workers must be at least 1, not {workers}.")
     return max(1, min(int(workers), n_tasks))
+
+
+def workers_memory_allows(graph=None, available=None):
+    """How many sweep processes fit in `WORKER_MEMORY_SHARE` of the available memory.
+
+    Parameters
+    ----------
+    graph : TrafficGraph, optional
+        The graph each process partitions (its size sets the estimate).
+    available : int, optional
+        Bytes of memory available (default: ``MemAvailable`` of ``/proc/meminfo``;
+        unlimited where that cannot be read).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    available = _available_memory() if available is None else available
+    if available is None:
+        return os.cpu_count() or 1
+    need = WORKER_BASE_BYTES
+    if graph is not None:
+        need += (WORKER_BYTES_PER_BLOCK * graph.n_blocks
+                 + WORKER_BYTES_PER_EDGE * graph.axons.nnz)
+    return max(1, int(WORKER_MEMORY_SHARE * available // need))
+
+
+def _available_memory():
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _note(task):
@@ -447,13 +532,21 @@ def _run_serial(graph, tasks, bar):
 
 def _run_parallel(graph, tasks, bar, workers):
     records = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(graph,)) as pool:
-        futures = {pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)}
-        for future in as_completed(futures):
-            i = futures[future]
-            records[i] = future.result()
-            bar.update(1, _note(tasks[i]))
+    # Forked workers share this process's memory until they write to it; keep the
+    # garbage collector from touching (and so copying) every object they inherit.
+    gc.collect()
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                 initargs=(graph,)) as pool:
+            futures = {pool.submit(_run_in_worker, task): i
+                       for i, task in enumerate(tasks)}
+            for future in as_completed(futures):
+                i = futures.pop(future)
+                records[i] = future.result()
+                bar.update(1, _note(tasks[i]))
+    finally:
+        gc.unfreeze()
     return records
 
 
@@ -525,6 +618,21 @@ def plot_whatif(records, path, title=None):
     str
         ``path``.
     """
+    import matplotlib.pyplot as plt
+
+    fig = whatif_figure(records, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def whatif_figure(records, title=None):
+    """The figure `plot_whatif` writes (a `matplotlib.figure.Figure`).
+
+    Each board keeps its colour, marker and line style whichever boards are
+    feasible (styles follow every board of the sweep, smallest first). A board whose
+    line equals another's is drawn dashed on top of it and its legend entry says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -537,26 +645,39 @@ def plot_whatif(records, path, title=None):
         ("energy_uj", "Estimated energy per step (µJ)", "Energy per step"),
     ]
     series = {field: _board_series(records, field) for field, _, _ in panels}
-    boards = sorted(series["time_us"], key=lambda b: _board_chips(records, b))
-    styles = _board_styles(boards)
+    all_boards = sorted(dict.fromkeys(r["board"] for r in records),
+                        key=lambda b: (_board_chips(records, b), b))
+    styles = _board_styles(all_boards)
+    boards = [b for b in all_boards if b in series["time_us"]]
+    same_everywhere = _same_lines(series, [f for f, _, _ in panels], boards)
     all_x = [x for x, _ in series["time_us"].values() for x in x]
     for ax, (field, ylabel, panel_title) in zip(axes[:3], panels):
+        same = _same_lines(series, [field], boards)
         for board in boards:
             x, y = _sorted(*series[field][board])
-            style = styles[board]
-            ax.plot(x, y, label=board, **style)
+            style = dict(styles[board])
+            if board in same:  # dashed and hollow, over the line it equals
+                style.update(linestyle=(0, (4, 3)), markerfacecolor="none",
+                             zorder=3 + len(all_boards))
+            label = board
+            if board in same_everywhere:
+                label = f"{board} (same as {same_everywhere[board]})"
+            ax.plot(x, y, label=label, **style)
             if field == "energy_uj":
                 _shade_sensitivity(ax, records, board, style["color"])
             if field == "time_us":
                 _shade_time_sensitivity(ax, records, board, style["color"])
+        if same:
+            ax.text(0.98, 0.02, "dashed: same as " + "; ".join(
+                f"{b} = {a}" for b, a in same.items()), transform=ax.transAxes,
+                ha="right", va="bottom", fontsize="x-small", color="0.3")
         ax.set_xlabel("Chips used")
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title)
         ax.grid(alpha=0.3)
         _chip_axis(ax, all_x)
     _draw_tradeoff(axes[3], records, boards, styles)
-    any_point = bool(boards)
-    if any_point:
+    if boards:
         axes[0].legend(title="Board", fontsize="small")
         pj = _sensitivity_range(records)
         if pj:
@@ -570,12 +691,39 @@ def plot_whatif(records, path, title=None):
         for ax in axes:
             ax.text(0.5, 0.5, "no feasible point", ha="center", va="center",
                     transform=ax.transAxes)
-    infeasible = sorted({f"{r['board']} x{r['chips']}" for r in records if not r["feasible"]})
-    suffix = f"  (infeasible: {', '.join(infeasible[:6])}{' ...' if len(infeasible) > 6 else ''})"
+    infeasible = _infeasible_points(records, all_boards)
+    suffix = (f"  (infeasible: {', '.join(infeasible[:6])}"
+              f"{' ...' if len(infeasible) > 6 else ''})")
     fig.suptitle((title or "What-if sweep") + (suffix if infeasible else ""))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+    return fig
+
+
+def _infeasible_points(records, boards):
+    """``"board xN"`` of every infeasible point, boards in plot order, chips by number."""
+    rank = {b: i for i, b in enumerate(boards)}
+    points = sorted({(rank[r["board"]], r["chips"], r["board"]) for r in records
+                     if not r["feasible"]})
+    return [f"{board} x{chips}" for _, chips, board in points]
+
+
+def _same_lines(series, fields, boards):
+    """``{board: earlier board}`` for boards whose lines in every one of ``fields``
+    equal an earlier board's (they would hide each other)."""
+    same = {}
+    for i, board in enumerate(boards):
+        for earlier in boards[:i]:
+            if earlier in same:
+                continue
+            if all(_equal_series(series[f][board], series[f][earlier]) for f in fields):
+                same[board] = earlier
+                break
+    return same
+
+
+def _equal_series(a, b):
+    (xa, ya), (xb, yb) = _sorted(*a), _sorted(*b)
+    return (xa.shape == xb.shape and np.array_equal(xa, xb)
+            and np.allclose(ya, yb, rtol=1e-9, atol=0.0))
 
 
 def _board_chips(records, board):

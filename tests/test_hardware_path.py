@@ -1236,11 +1236,6 @@ def test_packing_by_size_shares_cores_beside_many_alone_blocks(scenarios):
     assert len(cores) < n
 
 
-@pytest.mark.xfail(
-    reason="CP-SAT searches on several threads (strategies/ilp.py, workers=2) and "
-    "can return a different plan of the same cost on each run",
-    strict=False,
-)
 def test_ilp_allocates_the_same_plan_twice(scenarios):
     """Allocating a model again with ``strategy="ilp"`` gives the same plan."""
     _, model, _ = scenarios.get("mnist_conv")

@@ -14,7 +14,13 @@ from partitioner.errors import PlanError
 from partitioner.graph import TrafficGraph
 from partitioner.hardware import ChipSpec, get_board
 from partitioner.metrics import chip_traffic, evaluate
-from partitioner.placement import place_chips, placement_cost, placement_report
+from partitioner.placement import (
+    WALL_FACTOR,
+    WALL_SLACK,
+    place_chips,
+    placement_cost,
+    placement_report,
+)
 from partitioner.plan import Plan
 from partitioner.synthetic import random_graph
 
@@ -131,7 +137,8 @@ def test_768_chips_on_pohoiki_springs_in_seconds():
     t0 = time.perf_counter()
     pos = place_chips(graph, plan, board, time_limit=5.0)
     elapsed = time.perf_counter() - t0
-    assert elapsed < 10.0
+    # The searches stop after a fixed amount of work; a wall-clock guard bounds them.
+    assert elapsed < WALL_FACTOR * 5.0 + WALL_SLACK + 2.0
     assert len(set(pos.tolist())) == 768
     ident = hop_cost(graph, plan, board, np.arange(768))
     assert hop_cost(graph, plan, board, pos) < 0.5 * ident

@@ -84,6 +84,15 @@ WEIGHT_UNITS = 1e9
 SEARCH_SHARE = 0.6
 #: Longest single exact packing check, in seconds.
 PACK_CHECK_SECONDS = 2.0
+#: With ``deterministic=True``, one second of ``time_limit`` buys this much CP-SAT
+#: deterministic time (a count of solver work). CP-SAT calls one unit "about a
+#: second", but on this project's models one unit took about 5 s of CPU time.
+DETERMINISTIC_TIME_PER_SECOND = 0.2
+#: With ``deterministic=True``, a run whose wall-clock time passes this many times
+#: its ``time_limit``, plus `DETERMINISTIC_WALL_SLACK` seconds, stops anyway (and
+#: ``info["repeatable"]`` says it may not repeat).
+DETERMINISTIC_WALL_FACTOR = 10.0
+DETERMINISTIC_WALL_SLACK = 30.0
 _EPS = 1e-12
 
 _IN, _SYN = RESOURCES.index("in_axons"), RESOURCES.index("synapse_bits")
@@ -99,7 +108,7 @@ _PLAIN_TABLES = (
 
 # ==================================================================== entry point
 def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
-        max_blocks=MAX_BLOCKS, deterministic=False, **_):
+        max_blocks=MAX_BLOCKS, deterministic=True, **_):
     """CP-SAT strategy: minimize the traffic between chips on at most ``k`` chips.
 
     Parameters
@@ -109,9 +118,13 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
     k : int
         Most chips to use.
     time_limit : float
-        Wall-clock limit of the solver in seconds (the warm start comes on top).
+        Solver limit in seconds (the warm start comes on top). With
+        ``deterministic`` a fixed amount of solver work, `DETERMINISTIC_TIME_PER_SECOND`
+        units of CP-SAT deterministic time per second, which takes about that long
+        on one unloaded core; otherwise wall-clock seconds.
     workers : int
-        CP-SAT search workers (threads).
+        CP-SAT search workers (threads) when ``deterministic`` is False; a
+        deterministic search runs on one.
     warm_start : bool
         Hint the refined METIS plan to CP-SAT. That plan is computed anyway: it is
         the fallback, and the bins of the core model.
@@ -121,9 +134,15 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
         ``model="auto"`` solves the block model up to this many blocks, the core
         model above.
     deterministic : bool
-        Run CP-SAT's workers interleaved, so that a solve that finishes within the
-        time limit gives the same plan every time (often slower on easy models).
-        Otherwise several optimal plans of equal cost may come back on different runs.
+        Repeatable (default): CP-SAT searches on one worker and every limit is
+        deterministic time (``max_deterministic_time``), so the same graph, options
+        and seed give the same plan on every run, however busy the machine, with the
+        same OR-Tools version. ``info["repeatable"]`` is False in the one case this
+        cannot hold: the wall-clock guard (`DETERMINISTIC_WALL_FACTOR` x
+        ``time_limit`` + `DETERMINISTIC_WALL_SLACK` seconds) stopped a solve first.
+        With False, limits are wall-clock seconds and ``workers`` CP-SAT workers
+        race: the plan can differ from run to run whenever a limit is reached, and
+        between optimal plans of equal cost.
 
     Returns
     -------
@@ -148,9 +167,7 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
         return _with_info(warm, _info("OPTIMAL", 0.0, 0.0, "trivial", t0))
     if model == "auto":
         model = "blocks" if g.n_blocks <= max_blocks else "cores"
-    params = _Params(deadline=time.perf_counter() + float(time_limit),
-                     workers=int(workers), seed=int(ctx.seed),
-                     deterministic=bool(deterministic))
+    params = _Params.start(time_limit, workers, ctx.seed, deterministic)
     hint = warm if warm_start else None
     if model == "blocks":
         result = _solve_blocks(ctx, k, hint, params)
@@ -158,7 +175,11 @@ def ilp(ctx, k, time_limit=10.0, workers=2, warm_start=True, model="auto",
         result = _solve_slots(ctx, k, hint, params)
     else:
         result = _solve_cores(ctx, k, warm, params)
-    return _finish(ctx, result, warm, model, t0)
+    packed = _finish(ctx, result, warm, model, t0)
+    if packed is not None:
+        packed.info.update(repeatable=params.deterministic and not params.wall_stopped,
+                           deterministic_time=params.spent)
+    return packed
 
 
 def _warm_start(ctx, k):
@@ -171,7 +192,12 @@ def _warm_start(ctx, k):
 
 @dataclass
 class _Params:
-    """Solver settings shared by every CP-SAT call of one `ilp` run."""
+    """Solver settings shared by every CP-SAT call of one `ilp` run.
+
+    ``remaining`` is the budget left: wall-clock seconds, or with ``work`` set the
+    CP-SAT work (deterministic time) left, so that where a run stops does not depend
+    on the machine's speed or load.
+    """
 
     deadline: float
     workers: int
@@ -189,6 +215,24 @@ class _Params:
     lb_search: bool = True
     #: Further CP-SAT parameters, by name.
     solver_options: dict = field(default_factory=dict)
+    #: Work spent so far (deterministic seconds).
+    spent: float = 0.0
+    #: Whether the wall-clock safety net stopped a work-bounded solve.
+    wall_stopped: bool = False
+
+    @classmethod
+    def start(cls, time_limit, workers, seed, deterministic):
+        """Settings of an `ilp` run: wall-clock ``time_limit`` with ``workers``, or
+        with ``deterministic`` `DETERMINISTIC_TIME_PER_SECOND` units of work per second
+        on one worker (several, even interleaved, overrun the work limit)."""
+        now = time.perf_counter()
+        if not deterministic:
+            return cls(deadline=now + float(time_limit), workers=int(workers),
+                       seed=int(seed))
+        return cls(deadline=now + DETERMINISTIC_WALL_FACTOR * float(time_limit)
+                   + DETERMINISTIC_WALL_SLACK, workers=1, seed=int(seed),
+                   deterministic=True,
+                   work=float(time_limit) * DETERMINISTIC_TIME_PER_SECOND)
 
     def remaining(self):
         if self.work is not None:
@@ -198,7 +242,10 @@ class _Params:
     def spend(self, solver):
         """Charge a finished solve to the work budget (if there is one)."""
         if self.work is not None:
-            self.work -= max(0.001, float(solver.response_proto.deterministic_time))
+            used = max(0.001, float(solver.response_proto.deterministic_time))
+            self.work -= used
+            self.spent += used
+            self.wall_stopped |= self.deadline - time.perf_counter() <= 0
 
 
 @dataclass
@@ -317,8 +364,9 @@ def _solve(model, params, limit=None, subsolvers=None, callback=None):
     """Solve ``model`` until the deadline (or ``limit`` seconds); ``callback``: a
     `cp_model.CpSolverSolutionCallback` called at each solution."""
     solver = cp_model.CpSolver()
-    seconds = params.remaining() if limit is None else min(limit, params.remaining())
-    solver.parameters.max_time_in_seconds = max(0.01, seconds)
+    seconds = max(0.01, params.remaining() if limit is None
+                  else min(limit, params.remaining()))
+    solver.parameters.max_time_in_seconds = seconds
     solver.parameters.num_workers = max(1, params.workers)
     solver.parameters.random_seed = params.seed
     solver.parameters.interleave_search = params.deterministic

@@ -12,7 +12,11 @@ Refinement (`strategies.refine`) then moves single blocks between chips.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import os
+import sys
 
 import numpy as np
 import pymetis
@@ -58,25 +62,86 @@ def metis_parts(ctx, k):
 
 
 def metis_call(traffic, sizes, k, ctx, pins, fill):
-    """k-way METIS cut of ``traffic`` with vertex ``sizes`` in cores; pins honoured."""
+    """k-way METIS cut of ``traffic`` with vertex ``sizes`` in cores; pins honoured.
+
+    METIS is not called when the answer is trivial (`_trivial_parts`), and the C
+    library's messages to stdout are dropped (`_c_stdout_dropped`).
+    """
     n = traffic.shape[0]
     if k == 1 or n <= 1:
         return np.zeros(n, dtype=np.int64)
+    trivial = _trivial_parts(traffic, sizes, k)
+    if trivial is not None:
+        return _apply_pins(trivial, pins, k)
     vweights = np.maximum(1, np.ceil(sizes * SIZE_UNITS)).astype(np.int64)
     per_chip = ctx.cores_per_chip * SIZE_UNITS * fill
     imbalance = per_chip * k / max(float(vweights.sum()), 1.0) - 1.0
     if ctx.spread:
         imbalance = min(imbalance, BALANCED)
     opts = pymetis.Options(seed=int(ctx.seed), ufactor=int(np.clip(imbalance, 0.001, 0.5) * 1000))
-    _, parts = pymetis.part_graph(
-        k,
-        xadj=traffic.indptr.astype(np.int64),
-        adjncy=traffic.indices.astype(np.int64),
-        vweights=vweights,
-        eweights=_integer_edge_weights(traffic.data),
-        options=opts,
-    )
+    with _c_stdout_dropped():
+        _, parts = pymetis.part_graph(
+            k,
+            xadj=traffic.indptr.astype(np.int64),
+            adjncy=traffic.indices.astype(np.int64),
+            vweights=vweights,
+            eweights=_integer_edge_weights(traffic.data),
+            options=opts,
+        )
     return _apply_pins(np.asarray(parts, dtype=np.int64), pins, k)
+
+
+def _trivial_parts(traffic, sizes, k):
+    """Parts of a cut METIS is not needed for, or None.
+
+    With at least as many parts as vertices, every vertex gets a part of its own
+    (METIS would try to bisect empty graphs). Without edges nothing can be cut:
+    vertices go, largest first, to the least-filled part.
+    """
+    n = traffic.shape[0]
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    if traffic.nnz == 0:
+        sizes = np.asarray(sizes, dtype=np.float64)
+        load = np.zeros(k)
+        parts = np.empty(n, dtype=np.int64)
+        for v in np.lexsort((np.arange(n), -sizes)).tolist():
+            part = int(np.argmin(load))
+            parts[v] = part
+            load[part] += sizes[v]
+        return parts
+    return None
+
+
+@contextlib.contextmanager
+def _c_stdout_dropped():
+    """Send what C code writes to file descriptor 1 to the null device meanwhile.
+
+    METIS prints warnings (e.g. "***Cannot bisect a graph with 0 vertices!") with
+    printf; they would mix with the program's output.
+    """
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield  # no file descriptor 1 to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        _flush_c_stdio()  # what C buffered goes to the null device too
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _flush_c_stdio():
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def _apply_pins(parts, pins, k):
