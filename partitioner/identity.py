@@ -536,7 +536,8 @@ def _first_use(matrix):
 
 # ------------------------------------------------------------- renumbering
 #: Graph fields that describe host inputs: their columns are blocks, rows inputs.
-_INPUT_FIELDS = ("input_labels", "input_axons", "input_spikes")
+_INPUT_FIELDS = ("input_labels", "input_axons", "input_spikes", "input_synops",
+                 "input_synmem_reads")
 
 
 def reordered(graph, order):
