@@ -35,7 +35,8 @@ from partitioner.metrics import board_to_plan, evaluate, lower_bounds
 from partitioner.scenario import load_scenario
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCENARIOS = ["mnist_conv", "resnet_small", "random_ensembles", "modular", "spa_like", "modular_large"]
+SCENARIOS = ["mnist_conv", "resnet_small", "cifar10_convnet", "random_ensembles", "modular",
+             "spa_like", "modular_large"]
 BOARD = "nahuku32"
 
 
