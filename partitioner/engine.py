@@ -230,7 +230,7 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
     with clock("plan"):
         block_chip = packed.block_chip()
         plan = Plan.from_assignment(
-            packed.block_core, packed.core_chip, order=_packed_order(packed),
+            packed.block_core, packed.core_chip, order=packed.on_core_order(),
             board=board.name, fingerprint=graph.fingerprint(), strategy=strategy,
             objective=objective, seed=int(seed),
         )
@@ -490,21 +490,6 @@ def _spread_fallback(ctx, k, say):
         return None
     packed.info = dict(getattr(packed, "info", None) or {}, spread_filled=True)
     return packed
-
-
-def _packed_order(packed):
-    """Position of each block on its core, as packing laid it out.
-
-    Packing checked the rules for exactly this order (the first block keeps its own
-    synapse formats; pop16 receivers have their ids in range), so the plan keeps it.
-    """
-    sizes = [len(core.blocks) for core in packed.cores]
-    flat = np.fromiter((b for core in packed.cores for b in core.blocks), dtype=np.int64,
-                       count=sum(sizes))
-    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
-    order = np.zeros(packed.block_core.size, dtype=np.int64)
-    order[flat] = np.arange(flat.size) - starts
-    return order
 
 
 def _place(plan, graph, board, options):

@@ -173,6 +173,21 @@ class Packed:
         """List, per chip, of the indices of its cores."""
         return [self.chip_cores(c) for c in range(self.n_chips)]
 
+    def on_core_order(self):
+        """Position of each block on its core, as packing laid it out.
+
+        Packing checked the rules for exactly this order (the first block keeps its
+        own synapse formats; pop16 receivers have their ids in range), so a plan
+        keeps it.
+        """
+        sizes = [len(core.blocks) for core in self.cores]
+        flat = np.fromiter((b for core in self.cores for b in core.blocks),
+                           dtype=np.int64, count=sum(sizes))
+        starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        order = np.zeros(self.block_core.size, dtype=np.int64)
+        order[flat] = np.arange(flat.size) - starts
+        return order
+
     def cores_on_chips(self, n_chips=None):
         """(n_chips,) number of cores on each chip."""
         n = self.n_chips if n_chips is None else n_chips

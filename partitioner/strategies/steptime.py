@@ -318,13 +318,8 @@ def _plan(packed, board, seed, strategy):
     from partitioner.placement import place_chips
     from partitioner.plan import Plan
 
-    sizes = [len(core.blocks) for core in packed.cores]
-    flat = np.fromiter((b for core in packed.cores for b in core.blocks), dtype=np.int64,
-                       count=sum(sizes))
-    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
-    order = np.zeros(packed.block_core.size, dtype=np.int64)
-    order[flat] = np.arange(flat.size) - starts
-    plan = Plan.from_assignment(packed.block_core, packed.core_chip, order=order,
+    plan = Plan.from_assignment(packed.block_core, packed.core_chip,
+                                order=packed.on_core_order(),
                                 board=board.name, strategy=strategy, objective="time",
                                 seed=int(seed))
     plan.chip_position = place_chips(packed.ctx.graph, plan, board, seed=int(seed),
