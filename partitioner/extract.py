@@ -967,17 +967,23 @@ def _block_edges(blocks, owner, block_spikes):
     return _coo_csr(rows, cols, axons, (n, n)), _coo_csr(rows, cols, spikes, (n, n))
 
 
-def _input_edges(inputs, owner, input_spikes, n_blocks):
-    rows, cols, axons, spikes = [], [], [], []
+def _host_axons(inputs):
+    """``(k, input, axon, n_sources)`` for every axon of every host input ``k``."""
     for k, inp in enumerate(inputs):
         for axon in inp.axons:
             n_sources = getattr(inp, "n_neurons", None)
             if n_sources is None:
                 n_sources = len(axon.compartment_map)
-            rows.append(k)
-            cols.append(_target_block(owner, axon, inp))
-            axons.append(axon.n_axons)
-            spikes.append(_axon_spikes(axon, n_sources, input_spikes[k]))
+            yield k, inp, axon, n_sources
+
+
+def _input_edges(inputs, owner, input_spikes, n_blocks):
+    rows, cols, axons, spikes = [], [], [], []
+    for k, inp, axon, n_sources in _host_axons(inputs):
+        rows.append(k)
+        cols.append(_target_block(owner, axon, inp))
+        axons.append(axon.n_axons)
+        spikes.append(_axon_spikes(axon, n_sources, input_spikes[k]))
     shape = (len(inputs), n_blocks)
     return _coo_csr(rows, cols, axons, shape), _coo_csr(rows, cols, spikes, shape)
 
@@ -1069,16 +1075,12 @@ def _work_edges(blocks, inputs, owner, block_spikes, input_spikes):
             ops.append(o)
             reads.append(r)
     in_rows, in_cols, in_ops, in_reads = [], [], [], []
-    for k, inp in enumerate(inputs):
-        for axon in inp.axons:
-            n_sources = getattr(inp, "n_neurons", None)
-            if n_sources is None:
-                n_sources = len(axon.compartment_map)
-            in_rows.append(k)
-            in_cols.append(_target_block(owner, axon, inp))
-            o, r = _axon_work(axon, n_sources, input_spikes[k], work)
-            in_ops.append(o)
-            in_reads.append(r)
+    for k, inp, axon, n_sources in _host_axons(inputs):
+        in_rows.append(k)
+        in_cols.append(_target_block(owner, axon, inp))
+        o, r = _axon_work(axon, n_sources, input_spikes[k], work)
+        in_ops.append(o)
+        in_reads.append(r)
     shape, in_shape = (n, n), (len(inputs), n)
     return (
         _coo_csr(rows, cols, ops, shape), _coo_csr(rows, cols, reads, shape),
