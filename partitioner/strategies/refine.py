@@ -52,7 +52,7 @@ def _target_core(packed, b, cores, traffic):
     return None
 
 
-def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
+def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False, clusters=True):
     """Move blocks between chips while each move strictly lowers inter-chip traffic.
 
     Parameters
@@ -67,6 +67,8 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
         chips balanced.
     keep_chips : bool
         Never move the last block off a chip (plans spread over every chip).
+    clusters : bool
+        Also move whole clusters of blocks (`cluster_refine`).
 
     Returns
     -------
@@ -75,7 +77,8 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False):
     """
     cap = ctx.cores_per_chip if chip_cap is None else min(chip_cap, ctx.cores_per_chip)
     total_moves = _block_passes(packed, ctx, cap, keep_chips, max_passes)
-    clustered = cluster_refine(packed, ctx, chip_cap=chip_cap, keep_chips=keep_chips)
+    clustered = clusters and cluster_refine(packed, ctx, chip_cap=chip_cap,
+                                            keep_chips=keep_chips)
     if clustered:
         total_moves += clustered + _block_passes(packed, ctx, cap, keep_chips, max_passes)
     total_moves += fm_refine(packed, ctx, chip_cap=chip_cap, keep_chips=keep_chips)
