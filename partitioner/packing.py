@@ -293,23 +293,61 @@ class CoreBin:
         return list(self._problems(block))
 
     def fits(self, block):
-        """Whether ``block`` can be added now without breaking a rule."""
-        return next(self._problems(block), None) is None
+        """Whether ``block`` can be added now without breaking a rule (the checks of
+        `violations`, stopping at the first broken rule)."""
+        keys = self.keys
+        (comp, in_ax, out_ax, bits), shared_bits, alone, core_key, noise_key, pop16, \
+            first_keys, shared_keys = keys.info(block)
+        if self.blocks:
+            if alone or self.alone:
+                return False
+            bits, wanted = shared_bits, shared_keys
+        else:
+            wanted = first_keys
+        if self.core_key is not None and core_key != self.core_key:
+            return False
+        if noise_key >= 0 and self.noise_key >= 0 and noise_key != self.noise_key:
+            return False
+        used, cap = self.used, self._cap
+        in_total = used[1] + in_ax
+        if (used[0] + comp > cap[0] or in_total > cap[1] or
+                used[2] + out_ax + keys.extra_of(block) > cap[2] or
+                used[3] + bits > cap[3]):
+            return False
+        if pop16 > 0 and in_total > pop16:
+            return False
+        for have, want, most in zip(self.tables, wanted, self._table_cap):
+            if want and len(have) + len(want - have) > most:
+                return False
+        return True
 
     def add(self, block):
-        """Add ``block`` at the end of the core (call `fits` first)."""
+        """Add ``block`` at the end of the core (call `fits` first); returns the keys it
+        added to each config table."""
         info = self.keys.info(block)
-        keys = info[7] if self.blocks else info[6]
+        (comp, in_ax, out_ax, bits), shared_bits = info[0], info[1]
+        extra = self.keys.extra_of(block)
+        if self.blocks:
+            keys, bits = info[7], shared_bits
+        else:
+            keys = info[6]
+        added = []
         for have, want in zip(self.tables, keys):
-            have |= want
-        self.used = list(map(operator.add, self.used, self.need(block)))
-        self.interchip += self.keys.extra_of(block)
+            if want:
+                want = want - have
+                have |= want
+            added.append(want)
+        used = self.used
+        self.used = [used[0] + comp, used[1] + in_ax, used[2] + out_ax + extra,
+                     used[3] + bits]
+        self.interchip += extra
         self.blocks.append(int(block))
         if self.core_key is None:
             self.core_key = info[3]
         if info[4] >= 0:
             self.noise_key = info[4]
         self.alone = self.alone or info[2]
+        return added
 
     @property
     def fill(self):
@@ -434,8 +472,8 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     keys.prefetch(order)
     packer = _BestFit(graph, limits, keys)
     unplaced = []
-    for b in order.tolist():
-        if not packer.place(b, max_cores):
+    for b, need in zip(order.tolist(), packer.needs(order)):
+        if not packer.place(b, max_cores, need):
             unplaced.append(b)
     cores = packer.cores
     most = len(cores) if not unplaced else max_cores + 1
@@ -478,72 +516,150 @@ class _FitGroup:
     """Open cores of one (vmin, vmax) setting, with their free room as arrays.
 
     Blocks with other settings can never join these cores, so each setting is
-    screened on its own. Config tables are screened exactly: for each table that
-    could overflow somewhere, the keys a block would add to each core are its keys
-    minus those the core holds already (``holders``: key -> cores holding it).
+    screened on its own. Config tables are screened exactly when needed: for each
+    table that could overflow somewhere, the keys a block would add to each core are
+    its keys minus those the core holds already (``holders``: key -> cores holding it).
     """
 
-    def __init__(self, cap, table_cap):
+    def __init__(self, cap, table_cap, code=None):
         self.index = []  # position in the packer's core list of each row
         self.cap = cap
-        self.free = np.zeros((8, len(cap)), dtype=np.int64)
-        self.fill = np.zeros(8)
+        # Free room of each core: one word per core (`_RoomCode`), or a row of
+        # resources when the capacities are too large for one word.
+        self.code = code
+        self.free = np.zeros(8 if code else (8, len(cap)), dtype=np.int64)
+        # 1 + fill of each core (its largest used fraction of a resource); cores that
+        # take no other block have no free room.
+        self.score = np.zeros(8)
         self.noise = np.full(8, -1, dtype=np.int64)
+        self.noisy = False  # whether some core holds a block with noise on
         self.table_cap = table_cap
         self.tables = np.zeros((8, len(table_cap)), dtype=np.int64)
         self.largest = [0] * len(table_cap)  # largest table of any core, per table
-        self.holders = [{} for _ in table_cap]
+        self.holders = [{} for _ in table_cap]  # per table: key -> rows holding it
 
     def append(self, i):
         """Add a row for core ``i``; returns the row."""
         row = len(self.index)
-        if row == self.fill.size:
+        if row == self.score.size:
             self.free = np.concatenate([self.free, np.zeros_like(self.free)])
-            self.fill = np.concatenate([self.fill, np.zeros_like(self.fill)])
+            self.score = np.concatenate([self.score, np.zeros_like(self.score)])
             self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)])
             self.tables = np.concatenate([self.tables, np.zeros_like(self.tables)])
-            for holders in self.holders:
-                for key, mask in holders.items():
-                    holders[key] = np.concatenate([mask, np.zeros_like(mask)])
         self.index.append(i)
         return row
 
-    def candidates(self, need, noise_key, keys):
-        """Fill of each core that ``need``, ``noise_key`` and ``keys`` (per table, the
-        keys of a block at an offset) fit (-1 elsewhere)."""
+    def candidates(self, need, noise_key):
+        """1 + fill of each core that ``need`` (coded like the free room) and
+        ``noise_key`` fit (0 elsewhere)."""
         m = len(self.index)
-        ok = (self.free[:m] >= need).all(axis=1)
-        if noise_key >= 0:
+        if self.code:
+            guards = self.code.guards
+            ok = ((self.free[:m] - need) & guards) == guards
+        else:
+            ok = (self.free[:m] >= need).all(axis=1)
+        if noise_key >= 0 and self.noisy:
             noise = self.noise[:m]
             ok &= (noise < 0) | (noise == noise_key)
+        return self.score[:m] * ok
+
+    def table_screen(self, rows, keys):
+        """Whether ``keys`` (per table, the keys of a block at an offset) fit the config
+        tables of the cores at ``rows``."""
+        ok = np.ones(rows.size, dtype=bool)
+        mask = np.zeros(len(self.index), dtype=bool)
         for t, want in enumerate(keys):
             if want and self.largest[t] + len(want) > self.table_cap[t]:
-                new = np.full(m, len(want), dtype=np.int64)
+                new = np.full(rows.size, len(want), dtype=np.int64)
                 for key in want:
-                    mask = self.holders[t].get(key)
-                    if mask is not None:
-                        new -= mask[:m]
-                ok &= self.tables[:m, t] + new <= self.table_cap[t]
-        return np.where(ok, self.fill[:m], -1.0)
+                    holding = self.holders[t].get(key)
+                    if holding is not None:
+                        mask[:] = False
+                        mask[holding] = True
+                        new -= mask[rows]
+                ok &= self.tables[rows, t] + new <= self.table_cap[t]
+        return ok
 
     def record(self, row, core, added):
         """Record core ``core`` at ``row`` after ``added`` (per table, the keys its
         last block added) joined it."""
-        # A core of its own takes nothing else.
-        self.free[row] = -1 if core.alone else [c - u for c, u in zip(self.cap, core.used)]
-        self.fill[row] = core.fill
-        self.noise[row] = core.noise_key
+        used, cap = core.used, self.cap
+        if core.alone:  # a core of its own takes nothing else
+            self.score[row] = 0.0
+            if not self.code:
+                self.free[row] = -1
+        else:
+            self.free[row] = self.code.free(used) if self.code else \
+                [c - u for c, u in zip(cap, used)]
+            self.score[row] = 1.0 + max(map(operator.truediv, used, cap))
+        if core.noise_key >= 0:
+            self.noise[row] = core.noise_key
+            self.noisy = True
         for t, keys in enumerate(added):
             if keys:
                 size = len(core.tables[t])
                 self.tables[row, t] = size
-                self.largest[t] = max(self.largest[t], size)
+                if size > self.largest[t]:
+                    self.largest[t] = size
                 holders = self.holders[t]
                 for key in keys:
-                    mask = holders.get(key)
-                    if mask is None:
-                        mask = holders[key] = np.zeros(self.fill.size, dtype=bool)
-                    mask[row] = True
+                    holding = holders.get(key)
+                    if holding is None:
+                        holders[key] = [row]
+                    else:
+                        holding.append(row)
+
+
+class _RoomCode:
+    """Free room of a core, and what a block needs, each coded as one integer.
+
+    Resource ``r`` takes a field of bits of its own, wide enough for twice its
+    guard ``G_r``, a power of two above its capacity + 1. A core's word holds
+    ``free_r + G_r`` in each field, a block's word ``min(need_r, cap_r + 1)``; the
+    difference of the two words then holds ``free_r + G_r - need_r`` in each field
+    (never negative and below ``2 G_r``, so no field borrows from the next), and the
+    guard bit of a field is set exactly when ``need_r <= free_r``. One subtraction
+    and one mask test all resources of many cores at once.
+    """
+
+    def __init__(self, cap):
+        self.cap = tuple(int(c) for c in cap)
+        self.shifts, self.guard_values = [], []
+        shift = 0
+        for c in self.cap:
+            guard = 1 << (c + 1).bit_length()
+            self.shifts.append(shift)
+            self.guard_values.append(guard)
+            shift += guard.bit_length()  # the field holds values below 2 * guard
+        self.fits_word = shift <= 62
+        self.guards = np.int64(sum(g << s for g, s in zip(self.guard_values, self.shifts)))
+        # Word of an empty core.
+        self.empty = sum((c + g) << s for c, g, s in
+                         zip(self.cap, self.guard_values, self.shifts))
+
+    def free(self, used):
+        """Word of a core that uses ``used`` (per resource)."""
+        if len(used) == 4:
+            _, s1, s2, s3 = self.shifts
+            return self.empty - (used[0] + (used[1] << s1) + (used[2] << s2) +
+                                 (used[3] << s3))
+        return self.empty - sum(u << s for u, s in zip(used, self.shifts))
+
+    def needs(self, need):
+        """Words of blocks that need ``need`` ((n, resources) array)."""
+        need = np.minimum(need, np.asarray(self.cap, dtype=np.int64) + 1)
+        return (need << np.asarray(self.shifts, dtype=np.int64)).sum(axis=1)
+
+
+_ROOM_CODES = {}
+
+
+def _room_code(cap):
+    """The `_RoomCode` of capacities ``cap``, or None when they need more than a word."""
+    found = _ROOM_CODES.get(cap)
+    if found is None:
+        found = _ROOM_CODES[cap] = _RoomCode(cap)
+    return found if found.fits_word else None
 
 
 class _BestFit:
@@ -552,27 +668,48 @@ class _BestFit:
     def __init__(self, graph, limits, keys):
         self.graph, self.limits, self.keys = graph, limits, keys
         self.cap, self.table_cap = _capacities(limits)
+        self.code = _room_code(self.cap)
         self.need = keys.shared_need()
         self.cores = []
         self.groups = {}
 
-    def place(self, b, max_cores=None):
-        """Put block ``b`` on the best core, or a new one; False if none may open."""
+    def needs(self, blocks):
+        """What each of ``blocks`` needs of a core's free room, as `_FitGroup` screens
+        it: resources at an offset, and, for a pop16 receiver, the input axons above
+        its id range as well (its axon ids must end below ``2**axon_bits``)."""
+        blocks = np.asarray(blocks, dtype=np.int64)
+        need = self.need[blocks]
+        pop16 = self.graph.pop16_in_limit[blocks]
+        cap = self.cap[_IN_AXONS]
+        short = (pop16 > 0) & (pop16 < cap)
+        if short.any():
+            need = need.copy()
+            need[short, _IN_AXONS] += cap - pop16[short]
+        return self.code.needs(need).tolist() if self.code else list(need)
+
+    def place(self, b, max_cores=None, need=None):
+        """Put block ``b`` on the best core, or a new one; False if none may open.
+
+        ``need``: its entry of `needs`, if known."""
         info = self.keys.info(b)
         group = self.groups.get(info[3])
         if group is None:
-            group = self.groups[info[3]] = _FitGroup(self.cap, self.table_cap)
-        row = None if info[2] or not group.index else self._best_row(b, info, group)
+            group = self.groups[info[3]] = _FitGroup(self.cap, self.table_cap, self.code)
+        if info[2] or not group.index:
+            row = None
+        else:
+            if need is None:
+                need = self.needs([b])[0]
+            row = self._best_row(b, info, group, need)
         if row is None:
             if max_cores is not None and len(self.cores) >= max_cores:
                 return False
-            self.cores.append(CoreBin(self.graph, self.limits, self.keys))
+            core = CoreBin(self.graph, self.limits, self.keys)
+            self.cores.append(core)
             row = group.append(len(self.cores) - 1)
-        core = self.cores[group.index[row]]
-        wanted = info[7] if core.blocks else info[6]
-        added = [want - have for want, have in zip(wanted, core.tables)]
-        core.add(b)
-        group.record(row, core, added)
+        else:
+            core = self.cores[group.index[row]]
+        group.record(row, core, core.add(b))
         return True
 
     def table_bound(self, blocks, cores):
@@ -618,22 +755,32 @@ class _BestFit:
             total += bound
         return total if by_table and total < cores else None
 
-    def _best_row(self, b, info, group):
-        """Row of the fullest core of ``group`` that ``b`` fits, or None."""
-        need = self.need[b]
-        pop16 = info[5]
-        if 0 < pop16 < self.cap[_IN_AXONS]:
-            # Its axon ids must end below 2**axon_bits: less room for input axons.
-            need = need.copy()
-            need[_IN_AXONS] += self.cap[_IN_AXONS] - pop16
-        score = group.candidates(need, info[4], info[7])
+    def _best_row(self, b, info, group, need):
+        """Row of the fullest core of ``group`` that ``b`` fits, or None.
+
+        Resources and noise are screened over all rows at once; the fullest rows
+        that pass are checked in full (`CoreBin.fits`). Config tables are screened
+        for all rows only after two of these checks fail (a table rarely stops a
+        block that has the room), so the row is the one a full screen would find.
+        """
+        score = group.candidates(need, info[4])
+        cores, index = self.cores, group.index
+        for _ in range(2):
+            row = int(score.argmax())
+            if score[row] <= 0.0:
+                return None
+            if cores[index[row]].fits(b):
+                return row
+            score[row] = 0.0
+        rows = np.flatnonzero(score > 0.0)
+        score[rows[~group.table_screen(rows, info[7])]] = 0.0
         while True:
             row = int(score.argmax())
-            if score[row] < 0:
+            if score[row] <= 0.0:
                 return None
-            if self.cores[group.index[row]].fits(b):
+            if cores[index[row]].fits(b):
                 return row
-            score[row] = -1.0  # not expected: the screens are exact
+            score[row] = 0.0  # not expected: the screens are exact
 
 
 #: Cores a block is fully checked against (best candidates first) before a new core
