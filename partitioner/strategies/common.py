@@ -67,6 +67,8 @@ class Packed:
 
     def __init__(self, ctx, cores, core_chip):
         self.ctx = ctx
+        #: (resources,) capacities of a core.
+        self.capacity = ctx.limits.capacity_vector()
         self.cores = cores
         self.core_chip = core_chip
         self.block_core = np.full(ctx.graph.n_blocks, -1, dtype=np.int64)
@@ -216,20 +218,30 @@ class Packed:
         delta : (m,) int64 ndarray
             Their change (+ when ``b`` leaves their chip, - when it joins it).
         """
-        g = self.ctx.graph
-        m = g.interchip_entries
+        return (self._extra_on(b, dest),) + self._sender_changes(b, dest)
+
+    def _extra_on(self, b, dest):
+        """``b``'s extra output axon entries once on chip ``dest``."""
+        m = self.ctx.graph.interchip_entries
         start, stop = m.indptr[b], m.indptr[b + 1]
+        if start == stop:
+            return 0
         targets = m.indices[start:stop]
-        extra = int(m.data[start:stop][self.block_chip(targets) != dest].sum())
-        c = g.interchip_entries_csc
+        return int(m.data[start:stop][self.block_chip(targets) != dest].sum())
+
+    def _sender_changes(self, b, dest):
+        """``(senders, delta)`` of `entry_changes`."""
+        c = self.ctx.graph.interchip_entries_csc
         start, stop = c.indptr[b], c.indptr[b + 1]
+        if start == stop:
+            return _NO_SENDERS
         senders = c.indices[start:stop].astype(np.int64)
         weights = c.data[start:stop]
         chips = self.block_chip(senders)
         own = self._chips()[self.block_core[b]]
         delta = np.where(chips == own, weights, 0) - np.where(chips == dest, weights, 0)
         keep = delta != 0
-        return extra, senders[keep], delta[keep].astype(np.int64)
+        return senders[keep], delta[keep].astype(np.int64)
 
     def senders_fit(self, senders, delta):
         """Whether the cores of ``senders`` stay within their output axon entries after
@@ -265,9 +277,7 @@ class Packed:
             Most cores ``dest`` may hold (a new core opens only below it).
         """
         keys = self.ctx.keys
-        extra, senders, delta = self.entry_changes(b, dest)
-        if not self.senders_fit(senders, delta):
-            return False
+        extra = self._extra_on(b, dest)
         before = keys.extra_of(b)
         keys.set_block_extra(b, extra)
         cores = self.chip_cores(dest)
@@ -275,6 +285,11 @@ class Packed:
         if target is None and (len(cores) >= max_cores or
                                self.ctx.graph.resources[b, OUT_AXONS] + extra >
                                self.ctx.limits.out_axons):
+            keys.set_block_extra(b, before)
+            return False
+        # The senders' cores are checked last: most moves fail for want of a core.
+        senders, delta = self._sender_changes(b, dest)
+        if not self.senders_fit(senders, delta):
             keys.set_block_extra(b, before)
             return False
         self.shift_entries(senders, delta)
@@ -403,6 +418,9 @@ class Packed:
         used = sorted(set(self.core_chip))
         remap = {c: i for i, c in enumerate(used)}
         self.core_chip = [remap[c] for c in self.core_chip]
+
+
+_NO_SENDERS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
 class _TargetScan:
