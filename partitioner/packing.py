@@ -153,9 +153,12 @@ class BlockKeys:
     def _key_sets(self, kind, blocks):
         """The ``kind`` key set of each of ``blocks``, equal sets shared."""
         m = self._csr[kind]
+        lengths = m.indptr[blocks + 1] - m.indptr[blocks]
+        if blocks.size >= 1024 and (m.shape[1] + 1) ** int(lengths.max()) < 2 ** 62:
+            return self._key_sets_bulk(m, blocks, lengths)
         start = m.indptr[blocks].tolist()
         stop = m.indptr[blocks + 1].tolist()
-        total = int(np.sum(m.indptr[blocks + 1] - m.indptr[blocks]))
+        total = int(np.sum(lengths))
         if total * 4 < m.indices.size:  # a few blocks: read their rows only
             rows = [tuple(m.indices[a:z].tolist()) for a, z in zip(start, stop)]
         else:
@@ -169,6 +172,27 @@ class BlockKeys:
                 found = sets[row] = frozenset(row)
             out.append(found)
         return out
+
+    def _key_sets_bulk(self, m, blocks, lengths):
+        """`_key_sets` of many blocks whose rows, read as numbers in base (keys + 1),
+        fit 62 bits: equal rows found with arrays."""
+        width = int(lengths.max())
+        rows = np.full((blocks.size, width), -1, dtype=np.int64)
+        inside = np.arange(width) < lengths[:, None]
+        rows[inside] = m.indices[(m.indptr[blocks][:, None] + np.arange(width))[inside]]
+        code = np.zeros(blocks.size, dtype=np.int64)
+        for column in rows.T:
+            code = code * (m.shape[1] + 1) + (column + 1)
+        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        sets = self._sets
+        found = []
+        for row in rows[first].tolist():
+            row = tuple(x for x in row if x >= 0)
+            key_set = sets.get(row)
+            if key_set is None:
+                key_set = sets[row] = frozenset(row)
+            found.append(key_set)
+        return [found[i] for i in inverse.reshape(-1).tolist()]
 
     def sizes(self, limits):
         """`effective_size` of every block under ``limits`` (computed once)."""
