@@ -509,6 +509,236 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     return cores, unplaced
 
 
+def best_fit_many(graph, parts, limits=None, keys=None):
+    """`best_fit` of each of ``parts`` (arrays of blocks), all packed in step.
+
+    The same cores as ``[best_fit(graph, p, limits, keys)[0] for p in parts]``: each
+    part is packed on its own, best fit decreasing, but the i-th block of every part
+    is screened against the cores of its part in one array operation (`_Lockstep`).
+
+    Returns
+    -------
+    list of (list of CoreBin)
+    """
+    limits = CoreLimits() if limits is None else limits
+    keys = BlockKeys(graph) if keys is None else keys
+    cap, table_cap = _capacities(limits)
+    if len(parts) < 2 or _room_code(cap) is None:
+        return [best_fit(graph, p, limits, keys)[0] for p in parts]
+    sizes = keys.sizes(limits)
+    orders = [_decreasing(np.asarray(p, dtype=np.int64), sizes) for p in parts]
+    packed = []
+    for start in range(0, len(orders), LOCKSTEP_PARTS):
+        packed += _Lockstep(graph, limits, keys, orders[start:start + LOCKSTEP_PARTS]).run()
+    out = []
+    packer = _BestFit(graph, limits, keys)
+    for order, cores in zip(orders, packed):
+        bound = packer.table_bound(order, len(cores), _table_groups(cores))
+        if bound is not None:
+            found = _fewest_groups(graph, order, limits, keys, bound, len(cores) - 1)
+            if found is not None:
+                cores = found
+        out.append(cores)
+    return out
+
+
+#: Parts `best_fit_many` packs in step: enough to share each step's array operations,
+#: few enough that their cores stay in the processor's cache.
+LOCKSTEP_PARTS = 16
+
+
+class _TableGroup:
+    """Largest table of any core of a voltage-limit group and the keys its cores
+    hold, per table (what `_BestFit.table_bound` reads)."""
+
+    def __init__(self, n_tables):
+        self.largest = [0] * n_tables
+        self.holders = [set() for _ in range(n_tables)]
+
+
+def _table_groups(cores):
+    """Voltage-limit setting -> `_TableGroup` of ``cores``."""
+    groups = {}
+    for core in cores:
+        group = groups.get(core.core_key)
+        if group is None:
+            group = groups[core.core_key] = _TableGroup(len(_TABLES))
+        for t, table in enumerate(core.tables):
+            if table:
+                group.largest[t] = max(group.largest[t], len(table))
+                group.holders[t] |= table
+    return groups
+
+
+class _Lockstep:
+    """`best_fit` of several parts at once.
+
+    Row ``r`` of the arrays holds the cores of the r-th part (parts sorted by
+    decreasing length, so the parts still packing at a step are the first rows):
+    coded free room (`_RoomCode`), 1 + fill (0: takes nothing more), voltage-limit
+    setting and noise setting of each core. At step ``i`` the i-th block of every
+    part is screened against all cores of its part at once; the fullest core that
+    passes is checked in full (`CoreBin.fits`), as `_BestFit._best_row` does, and
+    the block joins it or a new core.
+    """
+
+    def __init__(self, graph, limits, keys, orders):
+        self.graph, self.limits, self.keys = graph, limits, keys
+        self.cap, self.table_cap = _capacities(limits)
+        self.code = _room_code(self.cap)
+        lengths = np.array([o.size for o in orders], dtype=np.int64)
+        self.rank = np.argsort(-lengths, kind="stable")  # row -> part
+        self.lengths = lengths[self.rank]
+        n, steps = len(orders), int(lengths.max(initial=0))
+        flat = np.concatenate([orders[p] for p in self.rank.tolist()])
+        keys.prefetch(flat)
+        self.blocks = np.full((n, steps), -1, dtype=np.int64)
+        self.needs = np.zeros((n, steps), dtype=np.int64)
+        row = np.repeat(np.arange(n), self.lengths)
+        col = np.arange(flat.size) - np.repeat(np.cumsum(self.lengths) - self.lengths,
+                                               self.lengths)
+        self.blocks[row, col] = flat
+        self.needs[row, col] = _BestFit(graph, limits, keys).needs(flat)
+        self.cores = [[] for _ in range(n)]
+        self.tables = [_TableIndex(self.table_cap) for _ in range(n)]
+        width = 16
+        self.free = np.zeros((n, width), dtype=np.int64)
+        self.score = np.zeros((n, width))
+        self.core_key = np.full((n, width), -1, dtype=np.int64)
+        self.noise = np.full((n, width), -1, dtype=np.int64)
+        self.noisy = False
+        self.width = 0  # most cores of any part so far
+
+    def run(self):
+        """The cores of each part, in the order of the parts."""
+        g, guards = self.graph, self.code.guards
+        active = np.searchsorted(-self.lengths, -np.arange(self.blocks.shape[1]),
+                                 side="left")
+        for i, a in enumerate(active.tolist()):
+            blocks = self.blocks[:a, i]
+            w = self.width
+            ok = ((self.free[:a, :w] - self.needs[:a, i, None]) & guards) == guards
+            ok &= self.core_key[:a, :w] == g.core_key[blocks][:, None]
+            if self.noisy:
+                noise_key = g.noise_key[blocks][:, None]
+                noise = self.noise[:a, :w]
+                ok &= (noise_key < 0) | (noise < 0) | (noise == noise_key)
+            score = self.score[:a, :w] * ok
+            best = score.argmax(axis=1) if w else np.zeros(a, dtype=np.int64)
+            found = score[np.arange(a), best] if w else np.zeros(a)
+            for r, b, j, s in zip(range(a), blocks.tolist(), best.tolist(),
+                                  found.tolist()):
+                self._place(r, b, j if s > 0.0 else None, score[r] if w else None)
+        out = [None] * len(self.cores)
+        for r, part in enumerate(self.rank.tolist()):
+            out[part] = self.cores[r]
+        return out
+
+    def _place(self, r, b, j, score):
+        info = self.keys.info(b)
+        cores = self.cores[r]
+        if info[2]:
+            j = None  # a block that needs a core of its own
+        elif j is not None and not cores[j].fits(b):
+            j = self._next_best(r, b, info, j, score)
+        if j is None:
+            core = CoreBin(self.graph, self.limits, self.keys)
+            j = len(cores)
+            cores.append(core)
+            if j == self.free.shape[1]:
+                self._widen()
+            self.width = max(self.width, j + 1)
+            self.core_key[r, j] = info[3]
+        else:
+            core = cores[j]
+        added = core.add(b)
+        if core.alone:
+            self.score[r, j] = 0.0
+        else:
+            used = core.used
+            self.free[r, j] = self.code.free(used)
+            self.score[r, j] = 1.0 + max(map(operator.truediv, used, self.cap))
+        if core.noise_key >= 0:
+            self.noise[r, j] = core.noise_key
+            self.noisy = True
+        self.tables[r].record(j, core, added)
+
+    def _next_best(self, r, b, info, j, score):
+        """`_BestFit._best_row` after its first full check (of core ``j``) failed."""
+        cores = self.cores[r]
+        score[j] = 0.0
+        j = int(score.argmax())
+        if score[j] <= 0.0:
+            return None
+        if cores[j].fits(b):
+            return j
+        score[j] = 0.0
+        rows = np.flatnonzero(score > 0.0)
+        score[rows[~self.tables[r].screen(rows, info[7])]] = 0.0
+        while True:
+            j = int(score.argmax())
+            if score[j] <= 0.0:
+                return None
+            if cores[j].fits(b):
+                return j
+            score[j] = 0.0  # not expected: the screens are exact
+
+    def _widen(self):
+        self.free = np.concatenate([self.free, np.zeros_like(self.free)], axis=1)
+        self.score = np.concatenate([self.score, np.zeros_like(self.score)], axis=1)
+        self.core_key = np.concatenate([self.core_key, np.full_like(self.core_key, -1)],
+                                       axis=1)
+        self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)], axis=1)
+
+
+class _TableIndex:
+    """The config tables of a list of cores, screened exactly (`_FitGroup`'s
+    ``table_screen``)."""
+
+    def __init__(self, table_cap):
+        self.table_cap = table_cap
+        self.sizes = []  # per core: size of each table
+        self.largest = [0] * len(table_cap)
+        self.holders = [{} for _ in table_cap]  # per table: key -> cores holding it
+
+    def record(self, row, core, added):
+        if row == len(self.sizes):
+            self.sizes.append([0] * len(self.table_cap))
+        sizes = self.sizes[row]
+        for t, keys in enumerate(added):
+            if keys:
+                sizes[t] = size = len(core.tables[t])
+                if size > self.largest[t]:
+                    self.largest[t] = size
+                holders = self.holders[t]
+                for key in keys:
+                    holding = holders.get(key)
+                    if holding is None:
+                        holders[key] = [row]
+                    else:
+                        holding.append(row)
+
+    def screen(self, rows, keys):
+        """Whether ``keys`` (per table, the keys of a block at an offset) fit the
+        tables of the cores at ``rows``."""
+        ok = np.ones(rows.size, dtype=bool)
+        mask = np.zeros(len(self.sizes), dtype=bool)
+        sizes = None
+        for t, want in enumerate(keys):
+            if want and self.largest[t] + len(want) > self.table_cap[t]:
+                if sizes is None:
+                    sizes = np.array(self.sizes, dtype=np.int64)[rows]
+                new = np.full(rows.size, len(want), dtype=np.int64)
+                for key in want:
+                    holding = self.holders[t].get(key)
+                    if holding is not None:
+                        mask[:] = False
+                        mask[holding] = True
+                        new -= mask[rows]
+                ok &= sizes[:, t] + new <= self.table_cap[t]
+        return ok
+
+
 def _fewest_groups(graph, blocks, limits, keys, low, high):
     """`pack_groups` on the fewest cores in ``[low, high]``; None if none.
 
@@ -656,7 +886,8 @@ class _RoomCode:
             self.guard_values.append(guard)
             shift += guard.bit_length()  # the field holds values below 2 * guard
         self.fits_word = shift <= 62
-        self.guards = np.int64(sum(g << s for g, s in zip(self.guard_values, self.shifts)))
+        guards = sum(g << s for g, s in zip(self.guard_values, self.shifts))
+        self.guards = np.int64(guards) if self.fits_word else None
         # Word of an empty core.
         self.empty = sum((c + g) << s for c, g, s in
                          zip(self.cap, self.guard_values, self.shifts))
@@ -736,17 +967,20 @@ class _BestFit:
         group.record(row, core, core.add(b))
         return True
 
-    def table_bound(self, blocks, cores):
+    def table_bound(self, blocks, cores, groups=None):
         """A lower bound on the cores ``blocks`` need, when a config table sets it (it
         exceeds what their resources need) and it is below ``cores``; else None.
 
         Cheap unless a config table filled some core and holds more keys than the
         resources' bound times its size: only then are the distinct keys of the
         blocks counted (per voltage-limit group, blocks that need a core of their
-        own aside).
+        own aside). ``groups``: voltage-limit setting -> the ``largest`` table of any
+        of its cores and the keys they hold (``holders``), per table (default: the
+        packer's own).
         """
+        groups = self.groups if groups is None else groups
         tables = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
-        if not any(group.largest[t] >= self.table_cap[t] for group in self.groups.values()
+        if not any(group.largest[t] >= self.table_cap[t] for group in groups.values()
                    for t in tables):
             return None
         g = self.graph
@@ -763,7 +997,7 @@ class _BestFit:
             res = int(np.ceil(need[inside].sum(axis=0) / cap).max())
             noise = g.noise_key[members]
             bound = max(res, np.unique(noise[noise >= 0]).size, 1)
-            group = self.groups.get(key)
+            group = groups.get(key)
             # Keys held by the group's cores (blocks alone included): an upper bound.
             if group is not None and any(-(-len(group.holders[t]) // self.table_cap[t]) > res
                                          for t in tables):

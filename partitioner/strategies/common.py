@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from partitioner.graph import RESOURCES
-from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit
+from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit_many
 
 SYNAPSE_BITS = RESOURCES.index("synapse_bits")
 OUT_AXONS = RESOURCES.index("out_axons")
@@ -518,28 +518,29 @@ def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
     if max_cores is not None and n_chips >= PROJECT_MIN_CHIPS:
         rng = np.random.default_rng(ctx.seed)
         sample = rng.permutation(n_chips)[:max(PROJECT_SAMPLE, n_chips // 8)]
-        for chip in sample.tolist():
-            packed[chip] = _pack_chip(ctx, members[chip])
+        packed.update(_pack_chips(ctx, members, sample.tolist()))
         counts = np.array([len(packed[c]) for c in sample.tolist()], dtype=np.float64)
         projected, error = _projected_cores(ctx, block_chip, n_chips, sample, counts)
         ctx.notes["projected_cores"] = (projected, error)
         if projected > max_cores:
             ctx.notes["min_chips"] = int(np.ceil(projected / ctx.cores_per_chip))
             return None
+    packed.update(_pack_chips(ctx, members, [c for c in range(n_chips) if c not in packed]))
     cores, core_chip = [], []
     for chip in range(n_chips):
-        chip_cores = packed.get(chip)
-        if chip_cores is None:
-            chip_cores = _pack_chip(ctx, members[chip])
+        chip_cores = packed[chip]
         cores.extend(chip_cores)
         core_chip.extend([chip] * len(chip_cores))
     return Packed(ctx, cores, core_chip)
 
 
-def _pack_chip(ctx, blocks):
-    if blocks.size == 0:
-        return []
-    return best_fit(ctx.graph, blocks, ctx.limits, ctx.keys)[0]
+def _pack_chips(ctx, members, chips):
+    """Chip -> its cores, for ``chips`` (each chip's blocks packed by `best_fit`)."""
+    full = [c for c in chips if members[c].size]
+    found = {c: [] for c in chips}
+    found.update(zip(full, best_fit_many(ctx.graph, [members[c] for c in full],
+                                         ctx.limits, ctx.keys)))
+    return found
 
 
 def _projected_cores(ctx, block_chip, n_chips, sample, counts):
