@@ -480,6 +480,8 @@ class _TargetScan:
 PROJECT_MIN_CHIPS = 64
 #: Chips in that sample: at least this many, and at least 1/8 of the chips.
 PROJECT_SAMPLE = 16
+#: Standard errors of the projection added when it gives the chips to try next.
+PROJECT_MARGIN = 2.0
 
 
 def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
@@ -496,13 +498,14 @@ def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
     max_cores : int, optional
         Cores the chips may use in all. With at least `PROJECT_MIN_CHIPS` chips, a
         random sample of chips is packed first; when the cores they need, projected
-        to all chips, exceed ``max_cores``, the rest is not packed: the projected
-        number of chips goes to ``ctx.notes["min_chips"]`` and the result is None.
-        The projection is the best guess, not a bound: packing every chip of a
-        count that then fails costs as much as packing one that fits, so a count
-        whose projection is over is skipped even when it might just fit (the
-        projection is within a few tens of cores of the packed count at 100,000
-        blocks; a plan then has at most one chip more).
+        to all chips, exceed ``max_cores``, the rest is not packed: the chips the
+        projection needs with `PROJECT_MARGIN` standard errors to spare go to
+        ``ctx.notes["min_chips"]`` and the result is None.
+        The projection is a best guess, not a bound: packing every chip of a count
+        that then fails costs as much as packing one that fits, and each count
+        tried costs a cut, so a count the projection puts over (or, with the
+        margin, near) its cores is skipped even when it might just fit. At 100,000
+        blocks the projection's standard error is 30-40 cores (a third of a chip).
 
     Returns
     -------
@@ -523,7 +526,10 @@ def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
         projected, error = _projected_cores(ctx, block_chip, n_chips, sample, counts)
         ctx.notes["projected_cores"] = (projected, error)
         if projected > max_cores:
-            ctx.notes["min_chips"] = int(np.ceil(projected / ctx.cores_per_chip))
+            # The chips the cores need with two standard errors to spare: a count
+            # below it would most likely be rejected again after another cut.
+            margin = projected + PROJECT_MARGIN * error
+            ctx.notes["min_chips"] = int(np.ceil(margin / ctx.cores_per_chip))
             return None
     packed.update(_pack_chips(ctx, members, [c for c in range(n_chips) if c not in packed]))
     cores, core_chip = [], []
