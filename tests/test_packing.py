@@ -154,3 +154,24 @@ def test_room_code_agrees_with_comparing_each_resource():
     fits = ((free - words) & code.guards) == code.guards
     assert np.array_equal(fits, (used + need <= cap).all(axis=1))
     assert packing._room_code((2**40, 2**20, 1, 1)) is None  # too wide for one word
+
+
+def test_fits_agrees_with_violations():
+    graph = random_graph(1500, seed=24, second_core_key_fraction=0.3, noise_fraction=0.3,
+                         pop16_fraction=0.2, learning_fraction=0.05,
+                         pop_sender_fraction=0.05)
+    limits = CoreLimits()
+    keys = BlockKeys(graph)
+    keys.set_chips(np.random.default_rng(1).integers(0, 3, graph.n_blocks))
+    rng = np.random.default_rng(2)
+    checked = broken = 0
+    for _ in range(300):
+        core = packing.CoreBin(graph, limits, keys)
+        for b in rng.permutation(graph.n_blocks)[:40].tolist():
+            fits = core.fits(b)
+            assert fits == (core.violations(b) == [])
+            checked += 1
+            broken += not fits
+            if fits:
+                core.add(b)
+    assert 0 < broken < checked
