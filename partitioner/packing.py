@@ -153,9 +153,12 @@ class BlockKeys:
     def _key_sets(self, kind, blocks):
         """The ``kind`` key set of each of ``blocks``, equal sets shared."""
         m = self._csr[kind]
+        lengths = m.indptr[blocks + 1] - m.indptr[blocks]
+        if blocks.size >= 1024 and (m.shape[1] + 1) ** int(lengths.max()) < 2 ** 62:
+            return self._key_sets_bulk(m, blocks, lengths)
         start = m.indptr[blocks].tolist()
         stop = m.indptr[blocks + 1].tolist()
-        total = int(np.sum(m.indptr[blocks + 1] - m.indptr[blocks]))
+        total = int(np.sum(lengths))
         if total * 4 < m.indices.size:  # a few blocks: read their rows only
             rows = [tuple(m.indices[a:z].tolist()) for a, z in zip(start, stop)]
         else:
@@ -169,6 +172,27 @@ class BlockKeys:
                 found = sets[row] = frozenset(row)
             out.append(found)
         return out
+
+    def _key_sets_bulk(self, m, blocks, lengths):
+        """`_key_sets` of many blocks whose rows, read as numbers in base (keys + 1),
+        fit 62 bits: equal rows found with arrays."""
+        width = int(lengths.max())
+        rows = np.full((blocks.size, width), -1, dtype=np.int64)
+        inside = np.arange(width) < lengths[:, None]
+        rows[inside] = m.indices[(m.indptr[blocks][:, None] + np.arange(width))[inside]]
+        code = np.zeros(blocks.size, dtype=np.int64)
+        for column in rows.T:
+            code = code * (m.shape[1] + 1) + (column + 1)
+        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        sets = self._sets
+        found = []
+        for row in rows[first].tolist():
+            row = tuple(x for x in row if x >= 0)
+            key_set = sets.get(row)
+            if key_set is None:
+                key_set = sets[row] = frozenset(row)
+            found.append(key_set)
+        return [found[i] for i in inverse.reshape(-1).tolist()]
 
     def sizes(self, limits):
         """`effective_size` of every block under ``limits`` (computed once)."""
@@ -293,23 +317,61 @@ class CoreBin:
         return list(self._problems(block))
 
     def fits(self, block):
-        """Whether ``block`` can be added now without breaking a rule."""
-        return next(self._problems(block), None) is None
+        """Whether ``block`` can be added now without breaking a rule (the checks of
+        `violations`, stopping at the first broken rule)."""
+        keys = self.keys
+        (comp, in_ax, out_ax, bits), shared_bits, alone, core_key, noise_key, pop16, \
+            first_keys, shared_keys = keys.info(block)
+        if self.blocks:
+            if alone or self.alone:
+                return False
+            bits, wanted = shared_bits, shared_keys
+        else:
+            wanted = first_keys
+        if self.core_key is not None and core_key != self.core_key:
+            return False
+        if noise_key >= 0 and self.noise_key >= 0 and noise_key != self.noise_key:
+            return False
+        used, cap = self.used, self._cap
+        in_total = used[1] + in_ax
+        if (used[0] + comp > cap[0] or in_total > cap[1] or
+                used[2] + out_ax + keys.extra_of(block) > cap[2] or
+                used[3] + bits > cap[3]):
+            return False
+        if pop16 > 0 and in_total > pop16:
+            return False
+        for have, want, most in zip(self.tables, wanted, self._table_cap):
+            if want and len(have) + len(want - have) > most:
+                return False
+        return True
 
     def add(self, block):
-        """Add ``block`` at the end of the core (call `fits` first)."""
+        """Add ``block`` at the end of the core (call `fits` first); returns the keys it
+        added to each config table."""
         info = self.keys.info(block)
-        keys = info[7] if self.blocks else info[6]
+        (comp, in_ax, out_ax, bits), shared_bits = info[0], info[1]
+        extra = self.keys.extra_of(block)
+        if self.blocks:
+            keys, bits = info[7], shared_bits
+        else:
+            keys = info[6]
+        added = []
         for have, want in zip(self.tables, keys):
-            have |= want
-        self.used = list(map(operator.add, self.used, self.need(block)))
-        self.interchip += self.keys.extra_of(block)
+            if want:
+                want = want - have
+                have |= want
+            added.append(want)
+        used = self.used
+        self.used = [used[0] + comp, used[1] + in_ax, used[2] + out_ax + extra,
+                     used[3] + bits]
+        self.interchip += extra
         self.blocks.append(int(block))
         if self.core_key is None:
             self.core_key = info[3]
         if info[4] >= 0:
             self.noise_key = info[4]
         self.alone = self.alone or info[2]
+        return added
 
     @property
     def fill(self):
@@ -434,8 +496,8 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     keys.prefetch(order)
     packer = _BestFit(graph, limits, keys)
     unplaced = []
-    for b in order.tolist():
-        if not packer.place(b, max_cores):
+    for b, need in zip(order.tolist(), packer.needs(order)):
+        if not packer.place(b, max_cores, need):
             unplaced.append(b)
     cores = packer.cores
     most = len(cores) if not unplaced else max_cores + 1
@@ -445,6 +507,236 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
         if found is not None:
             return found, []
     return cores, unplaced
+
+
+def best_fit_many(graph, parts, limits=None, keys=None):
+    """`best_fit` of each of ``parts`` (arrays of blocks), all packed in step.
+
+    The same cores as ``[best_fit(graph, p, limits, keys)[0] for p in parts]``: each
+    part is packed on its own, best fit decreasing, but the i-th block of every part
+    is screened against the cores of its part in one array operation (`_Lockstep`).
+
+    Returns
+    -------
+    list of (list of CoreBin)
+    """
+    limits = CoreLimits() if limits is None else limits
+    keys = BlockKeys(graph) if keys is None else keys
+    cap, table_cap = _capacities(limits)
+    if len(parts) < 2 or _room_code(cap) is None:
+        return [best_fit(graph, p, limits, keys)[0] for p in parts]
+    sizes = keys.sizes(limits)
+    orders = [_decreasing(np.asarray(p, dtype=np.int64), sizes) for p in parts]
+    packed = []
+    for start in range(0, len(orders), LOCKSTEP_PARTS):
+        packed += _Lockstep(graph, limits, keys, orders[start:start + LOCKSTEP_PARTS]).run()
+    out = []
+    packer = _BestFit(graph, limits, keys)
+    for order, cores in zip(orders, packed):
+        bound = packer.table_bound(order, len(cores), _table_groups(cores))
+        if bound is not None:
+            found = _fewest_groups(graph, order, limits, keys, bound, len(cores) - 1)
+            if found is not None:
+                cores = found
+        out.append(cores)
+    return out
+
+
+#: Parts `best_fit_many` packs in step: enough to share each step's array operations,
+#: few enough that their cores stay in the processor's cache.
+LOCKSTEP_PARTS = 16
+
+
+class _TableGroup:
+    """Largest table of any core of a voltage-limit group and the keys its cores
+    hold, per table (what `_BestFit.table_bound` reads)."""
+
+    def __init__(self, n_tables):
+        self.largest = [0] * n_tables
+        self.holders = [set() for _ in range(n_tables)]
+
+
+def _table_groups(cores):
+    """Voltage-limit setting -> `_TableGroup` of ``cores``."""
+    groups = {}
+    for core in cores:
+        group = groups.get(core.core_key)
+        if group is None:
+            group = groups[core.core_key] = _TableGroup(len(_TABLES))
+        for t, table in enumerate(core.tables):
+            if table:
+                group.largest[t] = max(group.largest[t], len(table))
+                group.holders[t] |= table
+    return groups
+
+
+class _Lockstep:
+    """`best_fit` of several parts at once.
+
+    Row ``r`` of the arrays holds the cores of the r-th part (parts sorted by
+    decreasing length, so the parts still packing at a step are the first rows):
+    coded free room (`_RoomCode`), 1 + fill (0: takes nothing more), voltage-limit
+    setting and noise setting of each core. At step ``i`` the i-th block of every
+    part is screened against all cores of its part at once; the fullest core that
+    passes is checked in full (`CoreBin.fits`), as `_BestFit._best_row` does, and
+    the block joins it or a new core.
+    """
+
+    def __init__(self, graph, limits, keys, orders):
+        self.graph, self.limits, self.keys = graph, limits, keys
+        self.cap, self.table_cap = _capacities(limits)
+        self.code = _room_code(self.cap)
+        lengths = np.array([o.size for o in orders], dtype=np.int64)
+        self.rank = np.argsort(-lengths, kind="stable")  # row -> part
+        self.lengths = lengths[self.rank]
+        n, steps = len(orders), int(lengths.max(initial=0))
+        flat = np.concatenate([orders[p] for p in self.rank.tolist()])
+        keys.prefetch(flat)
+        self.blocks = np.full((n, steps), -1, dtype=np.int64)
+        self.needs = np.zeros((n, steps), dtype=np.int64)
+        row = np.repeat(np.arange(n), self.lengths)
+        col = np.arange(flat.size) - np.repeat(np.cumsum(self.lengths) - self.lengths,
+                                               self.lengths)
+        self.blocks[row, col] = flat
+        self.needs[row, col] = _BestFit(graph, limits, keys).needs(flat)
+        self.cores = [[] for _ in range(n)]
+        self.tables = [_TableIndex(self.table_cap) for _ in range(n)]
+        width = 16
+        self.free = np.zeros((n, width), dtype=np.int64)
+        self.score = np.zeros((n, width))
+        self.core_key = np.full((n, width), -1, dtype=np.int64)
+        self.noise = np.full((n, width), -1, dtype=np.int64)
+        self.noisy = False
+        self.width = 0  # most cores of any part so far
+
+    def run(self):
+        """The cores of each part, in the order of the parts."""
+        g, guards = self.graph, self.code.guards
+        active = np.searchsorted(-self.lengths, -np.arange(self.blocks.shape[1]),
+                                 side="left")
+        for i, a in enumerate(active.tolist()):
+            blocks = self.blocks[:a, i]
+            w = self.width
+            ok = ((self.free[:a, :w] - self.needs[:a, i, None]) & guards) == guards
+            ok &= self.core_key[:a, :w] == g.core_key[blocks][:, None]
+            if self.noisy:
+                noise_key = g.noise_key[blocks][:, None]
+                noise = self.noise[:a, :w]
+                ok &= (noise_key < 0) | (noise < 0) | (noise == noise_key)
+            score = self.score[:a, :w] * ok
+            best = score.argmax(axis=1) if w else np.zeros(a, dtype=np.int64)
+            found = score[np.arange(a), best] if w else np.zeros(a)
+            for r, b, j, s in zip(range(a), blocks.tolist(), best.tolist(),
+                                  found.tolist()):
+                self._place(r, b, j if s > 0.0 else None, score[r] if w else None)
+        out = [None] * len(self.cores)
+        for r, part in enumerate(self.rank.tolist()):
+            out[part] = self.cores[r]
+        return out
+
+    def _place(self, r, b, j, score):
+        info = self.keys.info(b)
+        cores = self.cores[r]
+        if info[2]:
+            j = None  # a block that needs a core of its own
+        elif j is not None and not cores[j].fits(b):
+            j = self._next_best(r, b, info, j, score)
+        if j is None:
+            core = CoreBin(self.graph, self.limits, self.keys)
+            j = len(cores)
+            cores.append(core)
+            if j == self.free.shape[1]:
+                self._widen()
+            self.width = max(self.width, j + 1)
+            self.core_key[r, j] = info[3]
+        else:
+            core = cores[j]
+        added = core.add(b)
+        if core.alone:
+            self.score[r, j] = 0.0
+        else:
+            used = core.used
+            self.free[r, j] = self.code.free(used)
+            self.score[r, j] = 1.0 + max(map(operator.truediv, used, self.cap))
+        if core.noise_key >= 0:
+            self.noise[r, j] = core.noise_key
+            self.noisy = True
+        self.tables[r].record(j, core, added)
+
+    def _next_best(self, r, b, info, j, score):
+        """`_BestFit._best_row` after its first full check (of core ``j``) failed."""
+        cores = self.cores[r]
+        score[j] = 0.0
+        j = int(score.argmax())
+        if score[j] <= 0.0:
+            return None
+        if cores[j].fits(b):
+            return j
+        score[j] = 0.0
+        rows = np.flatnonzero(score > 0.0)
+        score[rows[~self.tables[r].screen(rows, info[7])]] = 0.0
+        while True:
+            j = int(score.argmax())
+            if score[j] <= 0.0:
+                return None
+            if cores[j].fits(b):
+                return j
+            score[j] = 0.0  # not expected: the screens are exact
+
+    def _widen(self):
+        self.free = np.concatenate([self.free, np.zeros_like(self.free)], axis=1)
+        self.score = np.concatenate([self.score, np.zeros_like(self.score)], axis=1)
+        self.core_key = np.concatenate([self.core_key, np.full_like(self.core_key, -1)],
+                                       axis=1)
+        self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)], axis=1)
+
+
+class _TableIndex:
+    """The config tables of a list of cores, screened exactly (`_FitGroup`'s
+    ``table_screen``)."""
+
+    def __init__(self, table_cap):
+        self.table_cap = table_cap
+        self.sizes = []  # per core: size of each table
+        self.largest = [0] * len(table_cap)
+        self.holders = [{} for _ in table_cap]  # per table: key -> cores holding it
+
+    def record(self, row, core, added):
+        if row == len(self.sizes):
+            self.sizes.append([0] * len(self.table_cap))
+        sizes = self.sizes[row]
+        for t, keys in enumerate(added):
+            if keys:
+                sizes[t] = size = len(core.tables[t])
+                if size > self.largest[t]:
+                    self.largest[t] = size
+                holders = self.holders[t]
+                for key in keys:
+                    holding = holders.get(key)
+                    if holding is None:
+                        holders[key] = [row]
+                    else:
+                        holding.append(row)
+
+    def screen(self, rows, keys):
+        """Whether ``keys`` (per table, the keys of a block at an offset) fit the
+        tables of the cores at ``rows``."""
+        ok = np.ones(rows.size, dtype=bool)
+        mask = np.zeros(len(self.sizes), dtype=bool)
+        sizes = None
+        for t, want in enumerate(keys):
+            if want and self.largest[t] + len(want) > self.table_cap[t]:
+                if sizes is None:
+                    sizes = np.array(self.sizes, dtype=np.int64)[rows]
+                new = np.full(rows.size, len(want), dtype=np.int64)
+                for key in want:
+                    holding = self.holders[t].get(key)
+                    if holding is not None:
+                        mask[:] = False
+                        mask[holding] = True
+                        new -= mask[rows]
+                ok &= sizes[:, t] + new <= self.table_cap[t]
+        return ok
 
 
 def _fewest_groups(graph, blocks, limits, keys, low, high):
@@ -478,72 +770,151 @@ class _FitGroup:
     """Open cores of one (vmin, vmax) setting, with their free room as arrays.
 
     Blocks with other settings can never join these cores, so each setting is
-    screened on its own. Config tables are screened exactly: for each table that
-    could overflow somewhere, the keys a block would add to each core are its keys
-    minus those the core holds already (``holders``: key -> cores holding it).
+    screened on its own. Config tables are screened exactly when needed: for each
+    table that could overflow somewhere, the keys a block would add to each core are
+    its keys minus those the core holds already (``holders``: key -> cores holding it).
     """
 
-    def __init__(self, cap, table_cap):
+    def __init__(self, cap, table_cap, code=None):
         self.index = []  # position in the packer's core list of each row
         self.cap = cap
-        self.free = np.zeros((8, len(cap)), dtype=np.int64)
-        self.fill = np.zeros(8)
+        # Free room of each core: one word per core (`_RoomCode`), or a row of
+        # resources when the capacities are too large for one word.
+        self.code = code
+        self.free = np.zeros(8 if code else (8, len(cap)), dtype=np.int64)
+        # 1 + fill of each core (its largest used fraction of a resource); cores that
+        # take no other block have no free room.
+        self.score = np.zeros(8)
         self.noise = np.full(8, -1, dtype=np.int64)
+        self.noisy = False  # whether some core holds a block with noise on
         self.table_cap = table_cap
         self.tables = np.zeros((8, len(table_cap)), dtype=np.int64)
         self.largest = [0] * len(table_cap)  # largest table of any core, per table
-        self.holders = [{} for _ in table_cap]
+        self.holders = [{} for _ in table_cap]  # per table: key -> rows holding it
 
     def append(self, i):
         """Add a row for core ``i``; returns the row."""
         row = len(self.index)
-        if row == self.fill.size:
+        if row == self.score.size:
             self.free = np.concatenate([self.free, np.zeros_like(self.free)])
-            self.fill = np.concatenate([self.fill, np.zeros_like(self.fill)])
+            self.score = np.concatenate([self.score, np.zeros_like(self.score)])
             self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)])
             self.tables = np.concatenate([self.tables, np.zeros_like(self.tables)])
-            for holders in self.holders:
-                for key, mask in holders.items():
-                    holders[key] = np.concatenate([mask, np.zeros_like(mask)])
         self.index.append(i)
         return row
 
-    def candidates(self, need, noise_key, keys):
-        """Fill of each core that ``need``, ``noise_key`` and ``keys`` (per table, the
-        keys of a block at an offset) fit (-1 elsewhere)."""
+    def candidates(self, need, noise_key):
+        """1 + fill of each core that ``need`` (coded like the free room) and
+        ``noise_key`` fit (0 elsewhere)."""
         m = len(self.index)
-        ok = (self.free[:m] >= need).all(axis=1)
-        if noise_key >= 0:
+        if self.code:
+            guards = self.code.guards
+            ok = ((self.free[:m] - need) & guards) == guards
+        else:
+            ok = (self.free[:m] >= need).all(axis=1)
+        if noise_key >= 0 and self.noisy:
             noise = self.noise[:m]
             ok &= (noise < 0) | (noise == noise_key)
+        return self.score[:m] * ok
+
+    def table_screen(self, rows, keys):
+        """Whether ``keys`` (per table, the keys of a block at an offset) fit the config
+        tables of the cores at ``rows``."""
+        ok = np.ones(rows.size, dtype=bool)
+        mask = np.zeros(len(self.index), dtype=bool)
         for t, want in enumerate(keys):
             if want and self.largest[t] + len(want) > self.table_cap[t]:
-                new = np.full(m, len(want), dtype=np.int64)
+                new = np.full(rows.size, len(want), dtype=np.int64)
                 for key in want:
-                    mask = self.holders[t].get(key)
-                    if mask is not None:
-                        new -= mask[:m]
-                ok &= self.tables[:m, t] + new <= self.table_cap[t]
-        return np.where(ok, self.fill[:m], -1.0)
+                    holding = self.holders[t].get(key)
+                    if holding is not None:
+                        mask[:] = False
+                        mask[holding] = True
+                        new -= mask[rows]
+                ok &= self.tables[rows, t] + new <= self.table_cap[t]
+        return ok
 
     def record(self, row, core, added):
         """Record core ``core`` at ``row`` after ``added`` (per table, the keys its
         last block added) joined it."""
-        # A core of its own takes nothing else.
-        self.free[row] = -1 if core.alone else [c - u for c, u in zip(self.cap, core.used)]
-        self.fill[row] = core.fill
-        self.noise[row] = core.noise_key
+        used, cap = core.used, self.cap
+        if core.alone:  # a core of its own takes nothing else
+            self.score[row] = 0.0
+            if not self.code:
+                self.free[row] = -1
+        else:
+            self.free[row] = self.code.free(used) if self.code else \
+                [c - u for c, u in zip(cap, used)]
+            self.score[row] = 1.0 + max(map(operator.truediv, used, cap))
+        if core.noise_key >= 0:
+            self.noise[row] = core.noise_key
+            self.noisy = True
         for t, keys in enumerate(added):
             if keys:
                 size = len(core.tables[t])
                 self.tables[row, t] = size
-                self.largest[t] = max(self.largest[t], size)
+                if size > self.largest[t]:
+                    self.largest[t] = size
                 holders = self.holders[t]
                 for key in keys:
-                    mask = holders.get(key)
-                    if mask is None:
-                        mask = holders[key] = np.zeros(self.fill.size, dtype=bool)
-                    mask[row] = True
+                    holding = holders.get(key)
+                    if holding is None:
+                        holders[key] = [row]
+                    else:
+                        holding.append(row)
+
+
+class _RoomCode:
+    """Free room of a core, and what a block needs, each coded as one integer.
+
+    Resource ``r`` takes a field of bits of its own, wide enough for twice its
+    guard ``G_r``, a power of two above its capacity + 1. A core's word holds
+    ``free_r + G_r`` in each field, a block's word ``min(need_r, cap_r + 1)``; the
+    difference of the two words then holds ``free_r + G_r - need_r`` in each field
+    (never negative and below ``2 G_r``, so no field borrows from the next), and the
+    guard bit of a field is set exactly when ``need_r <= free_r``. One subtraction
+    and one mask test all resources of many cores at once.
+    """
+
+    def __init__(self, cap):
+        self.cap = tuple(int(c) for c in cap)
+        self.shifts, self.guard_values = [], []
+        shift = 0
+        for c in self.cap:
+            guard = 1 << (c + 1).bit_length()
+            self.shifts.append(shift)
+            self.guard_values.append(guard)
+            shift += guard.bit_length()  # the field holds values below 2 * guard
+        self.fits_word = shift <= 62
+        guards = sum(g << s for g, s in zip(self.guard_values, self.shifts))
+        self.guards = np.int64(guards) if self.fits_word else None
+        # Word of an empty core.
+        self.empty = sum((c + g) << s for c, g, s in
+                         zip(self.cap, self.guard_values, self.shifts))
+
+    def free(self, used):
+        """Word of a core that uses ``used`` (per resource)."""
+        if len(used) == 4:
+            _, s1, s2, s3 = self.shifts
+            return self.empty - (used[0] + (used[1] << s1) + (used[2] << s2) +
+                                 (used[3] << s3))
+        return self.empty - sum(u << s for u, s in zip(used, self.shifts))
+
+    def needs(self, need):
+        """Words of blocks that need ``need`` ((n, resources) array)."""
+        need = np.minimum(need, np.asarray(self.cap, dtype=np.int64) + 1)
+        return (need << np.asarray(self.shifts, dtype=np.int64)).sum(axis=1)
+
+
+_ROOM_CODES = {}
+
+
+def _room_code(cap):
+    """The `_RoomCode` of capacities ``cap``, or None when they need more than a word."""
+    found = _ROOM_CODES.get(cap)
+    if found is None:
+        found = _ROOM_CODES[cap] = _RoomCode(cap)
+    return found if found.fits_word else None
 
 
 class _BestFit:
@@ -552,40 +923,64 @@ class _BestFit:
     def __init__(self, graph, limits, keys):
         self.graph, self.limits, self.keys = graph, limits, keys
         self.cap, self.table_cap = _capacities(limits)
+        self.code = _room_code(self.cap)
         self.need = keys.shared_need()
         self.cores = []
         self.groups = {}
 
-    def place(self, b, max_cores=None):
-        """Put block ``b`` on the best core, or a new one; False if none may open."""
+    def needs(self, blocks):
+        """What each of ``blocks`` needs of a core's free room, as `_FitGroup` screens
+        it: resources at an offset, and, for a pop16 receiver, the input axons above
+        its id range as well (its axon ids must end below ``2**axon_bits``)."""
+        blocks = np.asarray(blocks, dtype=np.int64)
+        need = self.need[blocks]
+        pop16 = self.graph.pop16_in_limit[blocks]
+        cap = self.cap[_IN_AXONS]
+        short = (pop16 > 0) & (pop16 < cap)
+        if short.any():
+            need = need.copy()
+            need[short, _IN_AXONS] += cap - pop16[short]
+        return self.code.needs(need).tolist() if self.code else list(need)
+
+    def place(self, b, max_cores=None, need=None):
+        """Put block ``b`` on the best core, or a new one; False if none may open.
+
+        ``need``: its entry of `needs`, if known."""
         info = self.keys.info(b)
         group = self.groups.get(info[3])
         if group is None:
-            group = self.groups[info[3]] = _FitGroup(self.cap, self.table_cap)
-        row = None if info[2] or not group.index else self._best_row(b, info, group)
+            group = self.groups[info[3]] = _FitGroup(self.cap, self.table_cap, self.code)
+        if info[2] or not group.index:
+            row = None
+        else:
+            if need is None:
+                need = self.needs([b])[0]
+            row = self._best_row(b, info, group, need)
         if row is None:
             if max_cores is not None and len(self.cores) >= max_cores:
                 return False
-            self.cores.append(CoreBin(self.graph, self.limits, self.keys))
+            core = CoreBin(self.graph, self.limits, self.keys)
+            self.cores.append(core)
             row = group.append(len(self.cores) - 1)
-        core = self.cores[group.index[row]]
-        wanted = info[7] if core.blocks else info[6]
-        added = [want - have for want, have in zip(wanted, core.tables)]
-        core.add(b)
-        group.record(row, core, added)
+        else:
+            core = self.cores[group.index[row]]
+        group.record(row, core, core.add(b))
         return True
 
-    def table_bound(self, blocks, cores):
+    def table_bound(self, blocks, cores, groups=None):
         """A lower bound on the cores ``blocks`` need, when a config table sets it (it
         exceeds what their resources need) and it is below ``cores``; else None.
 
         Cheap unless a config table filled some core and holds more keys than the
         resources' bound times its size: only then are the distinct keys of the
         blocks counted (per voltage-limit group, blocks that need a core of their
-        own aside).
+        own aside). ``groups``: voltage-limit setting -> the ``largest`` table of any
+        of its cores and the keys they hold (``holders``), per table (default: the
+        packer's own).
         """
+        groups = self.groups if groups is None else groups
         tables = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
-        if not any(group.largest[t] >= self.table_cap[t] for group in self.groups.values()
+        if not any(group.largest[t] >= self.table_cap[t] for group in groups.values()
                    for t in tables):
             return None
         g = self.graph
@@ -602,7 +997,7 @@ class _BestFit:
             res = int(np.ceil(need[inside].sum(axis=0) / cap).max())
             noise = g.noise_key[members]
             bound = max(res, np.unique(noise[noise >= 0]).size, 1)
-            group = self.groups.get(key)
+            group = groups.get(key)
             # Keys held by the group's cores (blocks alone included): an upper bound.
             if group is not None and any(-(-len(group.holders[t]) // self.table_cap[t]) > res
                                          for t in tables):
@@ -618,22 +1013,32 @@ class _BestFit:
             total += bound
         return total if by_table and total < cores else None
 
-    def _best_row(self, b, info, group):
-        """Row of the fullest core of ``group`` that ``b`` fits, or None."""
-        need = self.need[b]
-        pop16 = info[5]
-        if 0 < pop16 < self.cap[_IN_AXONS]:
-            # Its axon ids must end below 2**axon_bits: less room for input axons.
-            need = need.copy()
-            need[_IN_AXONS] += self.cap[_IN_AXONS] - pop16
-        score = group.candidates(need, info[4], info[7])
+    def _best_row(self, b, info, group, need):
+        """Row of the fullest core of ``group`` that ``b`` fits, or None.
+
+        Resources and noise are screened over all rows at once; the fullest rows
+        that pass are checked in full (`CoreBin.fits`). Config tables are screened
+        for all rows only after two of these checks fail (a table rarely stops a
+        block that has the room), so the row is the one a full screen would find.
+        """
+        score = group.candidates(need, info[4])
+        cores, index = self.cores, group.index
+        for _ in range(2):
+            row = int(score.argmax())
+            if score[row] <= 0.0:
+                return None
+            if cores[index[row]].fits(b):
+                return row
+            score[row] = 0.0
+        rows = np.flatnonzero(score > 0.0)
+        score[rows[~group.table_screen(rows, info[7])]] = 0.0
         while True:
             row = int(score.argmax())
-            if score[row] < 0:
+            if score[row] <= 0.0:
                 return None
-            if self.cores[group.index[row]].fits(b):
+            if cores[index[row]].fits(b):
                 return row
-            score[row] = -1.0  # not expected: the screens are exact
+            score[row] = 0.0  # not expected: the screens are exact
 
 
 #: Cores a block is fully checked against (best candidates first) before a new core

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from partitioner import packing
 from partitioner.engine import partition
 from partitioner.graph import TrafficGraph
 from partitioner.hardware import CoreLimits
@@ -113,3 +114,64 @@ def test_spa_like_cores_within_5_percent_of_the_bound():
     plan = partition(graph, board="nahuku32")
     check_plan(graph, plan)
     assert plan.n_cores <= 1.05 * bounds["cores"]
+
+
+def _parts(graph, n_parts, seed):
+    """Blocks split into ``n_parts`` random parts of uneven sizes (some empty)."""
+    rng = np.random.default_rng(seed)
+    part = rng.integers(0, n_parts, graph.n_blocks)
+    part[part == n_parts - 1] = 0  # leave the last part empty
+    return [np.flatnonzero(part == p) for p in range(n_parts)]
+
+
+@pytest.mark.parametrize("graph", [
+    random_graph(3000, seed=21, second_core_key_fraction=0.3, noise_fraction=0.2,
+                 pop16_fraction=0.1, learning_fraction=0.03, pop_sender_fraction=0.03),
+    random_graph(2000, seed=22),
+    threshold_bound_graph([9] * 40, seed=23),
+])
+def test_best_fit_many_packs_each_part_as_best_fit_does(graph):
+    limits = CoreLimits()
+    keys = BlockKeys(graph)
+    # Output axon entries of some chip assignment, as the chip packing counts them.
+    keys.set_chips(np.random.default_rng(0).integers(0, 4, graph.n_blocks))
+    parts = _parts(graph, 37, seed=1)
+    many = packing.best_fit_many(graph, parts, limits, keys)
+    for blocks, cores in zip(parts, many):
+        one = best_fit(graph, blocks, limits, keys)[0]
+        assert [c.blocks for c in cores] == [c.blocks for c in one]
+        assert all(core_violations(graph, c.blocks, limits, keys) == [] for c in cores)
+
+
+def test_room_code_agrees_with_comparing_each_resource():
+    rng = np.random.default_rng(5)
+    cap = CoreLimits().capacity_vector()
+    code = packing._room_code(tuple(int(c) for c in cap))
+    used = (rng.random((4000, 4)) * (cap + 1)).astype(np.int64)
+    need = (rng.random((4000, 4)) * (cap + 2)).astype(np.int64)  # some beyond a core
+    free = np.array([code.free(u) for u in used.tolist()], dtype=np.int64)
+    words = code.needs(need)
+    fits = ((free - words) & code.guards) == code.guards
+    assert np.array_equal(fits, (used + need <= cap).all(axis=1))
+    assert packing._room_code((2**40, 2**20, 1, 1)) is None  # too wide for one word
+
+
+def test_fits_agrees_with_violations():
+    graph = random_graph(1500, seed=24, second_core_key_fraction=0.3, noise_fraction=0.3,
+                         pop16_fraction=0.2, learning_fraction=0.05,
+                         pop_sender_fraction=0.05)
+    limits = CoreLimits()
+    keys = BlockKeys(graph)
+    keys.set_chips(np.random.default_rng(1).integers(0, 3, graph.n_blocks))
+    rng = np.random.default_rng(2)
+    checked = broken = 0
+    for _ in range(300):
+        core = packing.CoreBin(graph, limits, keys)
+        for b in rng.permutation(graph.n_blocks)[:40].tolist():
+            fits = core.fits(b)
+            assert fits == (core.violations(b) == [])
+            checked += 1
+            broken += not fits
+            if fits:
+                core.add(b)
+    assert 0 < broken < checked

@@ -256,3 +256,19 @@ def test_partition_with_projection_is_valid_and_no_worse(monkeypatch):
     assert fast.n_chips <= generic.n_chips
     assert fast.n_cores <= generic.n_cores * 1.01
     assert fast.objective_value <= generic.objective_value * 1.01
+
+
+@pytest.mark.parametrize("n, seed", [(10000, 34), (12000, 35)])
+def test_chip_count_jump_finds_the_chips_of_the_full_search(monkeypatch, n, seed):
+    # Both graphs need one chip more than their lower bound. With projections from 8
+    # chips on, the search skips counts whose sampled chips project too many cores;
+    # it still ends at the count the full search finds.
+    graph = random_graph(n, seed=seed)
+    board = BoardSpec("test_board", 96, (8, 12))
+    generic = partition(graph, board=board)
+    monkeypatch.setattr(common, "PROJECT_MIN_CHIPS", 8)
+    monkeypatch.setattr(common, "PROJECT_SAMPLE", 4)
+    fast = partition(graph, board=board)
+    check_plan(graph, fast, board)
+    assert fast.n_chips == generic.n_chips
+    assert fast.n_cores <= generic.n_cores * 1.01

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from partitioner.graph import RESOURCES
-from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit
+from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit_many
 
 SYNAPSE_BITS = RESOURCES.index("synapse_bits")
 OUT_AXONS = RESOURCES.index("out_axons")
@@ -67,6 +67,8 @@ class Packed:
 
     def __init__(self, ctx, cores, core_chip):
         self.ctx = ctx
+        #: (resources,) capacities of a core.
+        self.capacity = ctx.limits.capacity_vector()
         self.cores = cores
         self.core_chip = core_chip
         self.block_core = np.full(ctx.graph.n_blocks, -1, dtype=np.int64)
@@ -231,20 +233,30 @@ class Packed:
         delta : (m,) int64 ndarray
             Their change (+ when ``b`` leaves their chip, - when it joins it).
         """
-        g = self.ctx.graph
-        m = g.interchip_entries
+        return (self._extra_on(b, dest),) + self._sender_changes(b, dest)
+
+    def _extra_on(self, b, dest):
+        """``b``'s extra output axon entries once on chip ``dest``."""
+        m = self.ctx.graph.interchip_entries
         start, stop = m.indptr[b], m.indptr[b + 1]
+        if start == stop:
+            return 0
         targets = m.indices[start:stop]
-        extra = int(m.data[start:stop][self.block_chip(targets) != dest].sum())
-        c = g.interchip_entries_csc
+        return int(m.data[start:stop][self.block_chip(targets) != dest].sum())
+
+    def _sender_changes(self, b, dest):
+        """``(senders, delta)`` of `entry_changes`."""
+        c = self.ctx.graph.interchip_entries_csc
         start, stop = c.indptr[b], c.indptr[b + 1]
+        if start == stop:
+            return _NO_SENDERS
         senders = c.indices[start:stop].astype(np.int64)
         weights = c.data[start:stop]
         chips = self.block_chip(senders)
         own = self._chips()[self.block_core[b]]
         delta = np.where(chips == own, weights, 0) - np.where(chips == dest, weights, 0)
         keep = delta != 0
-        return extra, senders[keep], delta[keep].astype(np.int64)
+        return senders[keep], delta[keep].astype(np.int64)
 
     def senders_fit(self, senders, delta):
         """Whether the cores of ``senders`` stay within their output axon entries after
@@ -280,9 +292,7 @@ class Packed:
             Most cores ``dest`` may hold (a new core opens only below it).
         """
         keys = self.ctx.keys
-        extra, senders, delta = self.entry_changes(b, dest)
-        if not self.senders_fit(senders, delta):
-            return False
+        extra = self._extra_on(b, dest)
         before = keys.extra_of(b)
         keys.set_block_extra(b, extra)
         cores = self.chip_cores(dest)
@@ -290,6 +300,11 @@ class Packed:
         if target is None and (len(cores) >= max_cores or
                                self.ctx.graph.resources[b, OUT_AXONS] + extra >
                                self.ctx.limits.out_axons):
+            keys.set_block_extra(b, before)
+            return False
+        # The senders' cores are checked last: most moves fail for want of a core.
+        senders, delta = self._sender_changes(b, dest)
+        if not self.senders_fit(senders, delta):
             keys.set_block_extra(b, before)
             return False
         self.shift_entries(senders, delta)
@@ -420,6 +435,9 @@ class Packed:
         self.core_chip = [remap[c] for c in self.core_chip]
 
 
+_NO_SENDERS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
 class _TargetScan:
     """Where `Packed.absorb` puts blocks: groups of target cores in order, each read
     when first needed, with the changes staged on copies of the cores."""
@@ -477,6 +495,8 @@ class _TargetScan:
 PROJECT_MIN_CHIPS = 64
 #: Chips in that sample: at least this many, and at least 1/8 of the chips.
 PROJECT_SAMPLE = 16
+#: Standard errors of the projection added when it gives the chips to try next.
+PROJECT_MARGIN = 2.0
 
 
 def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
@@ -493,9 +513,14 @@ def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
     max_cores : int, optional
         Cores the chips may use in all. With at least `PROJECT_MIN_CHIPS` chips, a
         random sample of chips is packed first; when the cores they need, projected
-        to all chips, clearly exceed ``max_cores`` (by three standard errors), the
-        rest is not packed: the projected number of chips goes to
+        to all chips, exceed ``max_cores``, the rest is not packed: the chips the
+        projection needs with `PROJECT_MARGIN` standard errors to spare go to
         ``ctx.notes["min_chips"]`` and the result is None.
+        The projection is a best guess, not a bound: packing every chip of a count
+        that then fails costs as much as packing one that fits, and each count
+        tried costs a cut, so a count the projection puts over (or, with the
+        margin, near) its cores is skipped even when it might just fit. At 100,000
+        blocks the projection's standard error is 30-40 cores (a third of a chip).
 
     Returns
     -------
@@ -511,28 +536,32 @@ def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
     if max_cores is not None and n_chips >= PROJECT_MIN_CHIPS:
         rng = np.random.default_rng(ctx.seed)
         sample = rng.permutation(n_chips)[:max(PROJECT_SAMPLE, n_chips // 8)]
-        for chip in sample.tolist():
-            packed[chip] = _pack_chip(ctx, members[chip])
+        packed.update(_pack_chips(ctx, members, sample.tolist()))
         counts = np.array([len(packed[c]) for c in sample.tolist()], dtype=np.float64)
         projected, error = _projected_cores(ctx, block_chip, n_chips, sample, counts)
         ctx.notes["projected_cores"] = (projected, error)
-        if projected - 3 * error > max_cores:
-            ctx.notes["min_chips"] = int(np.ceil(projected / ctx.cores_per_chip))
+        if projected > max_cores:
+            # The chips the cores need with two standard errors to spare: a count
+            # below it would most likely be rejected again after another cut.
+            margin = projected + PROJECT_MARGIN * error
+            ctx.notes["min_chips"] = int(np.ceil(margin / ctx.cores_per_chip))
             return None
+    packed.update(_pack_chips(ctx, members, [c for c in range(n_chips) if c not in packed]))
     cores, core_chip = [], []
     for chip in range(n_chips):
-        chip_cores = packed.get(chip)
-        if chip_cores is None:
-            chip_cores = _pack_chip(ctx, members[chip])
+        chip_cores = packed[chip]
         cores.extend(chip_cores)
         core_chip.extend([chip] * len(chip_cores))
     return Packed(ctx, cores, core_chip)
 
 
-def _pack_chip(ctx, blocks):
-    if blocks.size == 0:
-        return []
-    return best_fit(ctx.graph, blocks, ctx.limits, ctx.keys)[0]
+def _pack_chips(ctx, members, chips):
+    """Chip -> its cores, for ``chips`` (each chip's blocks packed by `best_fit`)."""
+    full = [c for c in chips if members[c].size]
+    found = {c: [] for c in chips}
+    found.update(zip(full, best_fit_many(ctx.graph, [members[c] for c in full],
+                                         ctx.limits, ctx.keys)))
+    return found
 
 
 def _projected_cores(ctx, block_chip, n_chips, sample, counts):

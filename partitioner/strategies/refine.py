@@ -30,22 +30,22 @@ def _neighbour_flow(traffic, b, block_chip, n_chips):
 
 def _target_core(packed, b, cores, traffic):
     """The core among ``cores`` that ``b`` fits, most traffic first; None if none."""
+    if not cores:
+        return None
     start, stop = traffic.indptr[b], traffic.indptr[b + 1]
-    on_chip = set(cores)
+    core_chip = packed.core_chip
+    chip = core_chip[cores[0]]  # the cores of one chip
     affinity = {}
     near = packed.block_core[traffic.indices[start:stop]].tolist()
     for i, w in zip(near, traffic.data[start:stop].tolist()):
-        if i in on_chip:
+        if i >= 0 and core_chip[i] == chip:
             affinity[i] = affinity.get(i, 0.0) + w
     # The cores it talks to most, then the chip's other cores in order.
     ranked = sorted(affinity, key=affinity.get, reverse=True)[:WINDOW]
     ranked += [i for i in cores[:2 * WINDOW] if i not in affinity][:WINDOW]
-    if not ranked:
-        return None
     # Screen the resources of all candidates at once; full checks only where they fit.
     need = packed.ctx.keys.shared_need()[b]
-    room = np.all(packed.usage()[ranked] + need <= packed.ctx.limits.capacity_vector(),
-                  axis=1)
+    room = np.all(packed.usage()[ranked] + need <= packed.capacity, axis=1)
     for i, ok in zip(ranked, room.tolist()):
         if ok and packed.cores[i].fits(b):
             return i
