@@ -404,6 +404,16 @@ class CoreBin:
             core.add(b)
         return core
 
+    @classmethod
+    def checked(cls, graph, limits, keys, blocks):
+        """A bin holding ``blocks`` in order, or None when one breaks a rule there."""
+        core = cls(graph, limits, keys)
+        for b in blocks:
+            if not core.fits(b):
+                return None
+            core.add(b)
+        return core
+
 
 def pack(graph, blocks, limits=None, keys=None, traffic=None, max_cores=None):
     """Pack ``blocks`` onto as few cores as possible, keeping heavy traffic together.

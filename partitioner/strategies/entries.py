@@ -95,10 +95,70 @@ def fit_entries(packed, max_cores=None, keep_chips=False, choose_core=None):
             return _overflow(packed, int(packed.block_core[b]))
     usage = packed.usage()[:, OUT_AXONS]
     for i in np.flatnonzero(usage > cap).tolist():
+        if _evict(packed, i, max_cores, keep_chips, choose_core):
+            continue
         before = _overflow(packed, i)
         if not _split(packed, i, max_cores, keep_chips, choose_core):
             return before
     return None
+
+
+#: Chips `_evict_one` tries for a block it moves off its chip (most traffic first).
+EVICT_CHIPS = 8
+
+
+def _evict(packed, i, max_cores, keep_chips, choose_core):
+    """Move blocks of core ``i`` elsewhere, smallest first, until the blocks left fit
+    their entries; whether they do. On full chips (no free core to split onto) this
+    is often the only repair: a core is over by a few entries, and moving one small
+    block within its chip changes no other core's entries. Every move keeps every
+    rule, so a partial result is a valid plan still to be repaired."""
+    cap = packed.ctx.limits.out_axons
+    while packed.usage()[i, OUT_AXONS] > cap:
+        if not _evict_one(packed, i, max_cores, keep_chips, choose_core):
+            return False
+    return True
+
+
+def _evict_one(packed, i, max_cores, keep_chips, choose_core):
+    """Move the smallest block of core ``i`` whose departure leaves the other blocks
+    valid: to another core of its chip, else to another chip (`Packed.move_block`,
+    senders' entries counted). False (nothing changed) when no block can go."""
+    ctx = packed.ctx
+    blocks = list(packed.cores[i].blocks)
+    if len(blocks) < 2:
+        return False
+    chip = int(packed.core_chip[i])
+    others = [j for j in packed.chip_cores(chip) if j != i]
+    movable = []
+    for b in sorted(blocks, key=lambda x: (float(ctx.sizes[x]), x)):
+        rest = CoreBin.checked(ctx.graph, ctx.limits, ctx.keys,
+                               [x for x in blocks if x != b])
+        if rest is None:
+            continue
+        j = _first_fit(packed, b, others)
+        if j is not None:
+            packed.replace_core(i, rest)
+            packed.block_core[b] = -1
+            packed.add_block(b, j)
+            return True
+        movable.append(b)
+    if keep_chips and len(packed.chip_cores(chip)) <= 1:
+        return False
+    traffic = ctx.traffic
+    for b in movable:
+        if b in ctx.pins:
+            continue
+        chips = packed.block_chip()
+        start, stop = traffic.indptr[b], traffic.indptr[b + 1]
+        flow = np.bincount(chips[traffic.indices[start:stop]],
+                           weights=traffic.data[start:stop], minlength=packed.n_chips)
+        flow[chip] = -np.inf
+        order = np.lexsort((np.arange(flow.size), -flow))[:EVICT_CHIPS]
+        if any(packed.move_block(b, int(dest), choose_core, max_cores)
+               for dest in order.tolist()):
+            return True
+    return False
 
 
 def _first_fit(packed, b, cores):

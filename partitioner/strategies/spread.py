@@ -129,9 +129,4 @@ def _split_a_core(packed, ctx, chip, pinned):
 
 def _obeys_rules(ctx, blocks):
     """Whether ``blocks`` on one core, in this order, obey every per-core rule."""
-    core = CoreBin(ctx.graph, ctx.limits, ctx.keys)
-    for b in blocks:
-        if not core.fits(b):
-            return False
-        core.add(b)
-    return True
+    return CoreBin.checked(ctx.graph, ctx.limits, ctx.keys, blocks) is not None
