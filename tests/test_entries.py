@@ -268,3 +268,21 @@ def test_ilp_plans_keep_core_entries():
         plan = partition(graph, board=board, strategy="ilp", model=model, time_limit=5)
         check_plan(graph, plan, board)
         assert entries_fit(graph, plan, board)
+
+
+
+def test_full_chips_repair_an_overflow_by_moving_one_small_block(monkeypatch):
+    """On chips with no free core, a core a few entries over its limit is repaired by
+    moving one of its smaller blocks elsewhere: the plan fits one chip fewer than when
+    the only repair is to split the core (which needs a free core, or moves its last
+    blocks, often large ones, off the chip)."""
+    import partitioner.strategies.entries as entries
+
+    graph = random_graph(3000, seed=2, large_fraction=0.5)
+    board = get_board("pohoiki_springs").replace(chip=ChipSpec(cores=32))
+    plan = partition(graph, board=board, seed=2)
+    check_plan(graph, plan, board)
+    assert entries_fit(graph, plan, board)
+    monkeypatch.setattr(entries, "_evict", lambda *args, **kwargs: False)
+    split_only = partition(graph, board=board, seed=2)
+    assert plan.n_chips < split_only.n_chips
