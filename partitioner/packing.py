@@ -720,13 +720,7 @@ class _TableIndex:
                 sizes[t] = size = len(core.tables[t])
                 if size > self.largest[t]:
                     self.largest[t] = size
-                holders = self.holders[t]
-                for key in keys:
-                    holding = holders.get(key)
-                    if holding is None:
-                        holders[key] = [row]
-                    else:
-                        holding.append(row)
+                _add_holder(self.holders[t], keys, row)
 
     def screen(self, rows, keys):
         """Whether ``keys`` (per table, the keys of a block at an offset) fit the
@@ -865,13 +859,17 @@ class _FitGroup:
                 self.tables[row, t] = size
                 if size > self.largest[t]:
                     self.largest[t] = size
-                holders = self.holders[t]
-                for key in keys:
-                    holding = holders.get(key)
-                    if holding is None:
-                        holders[key] = [row]
-                    else:
-                        holding.append(row)
+                _add_holder(self.holders[t], keys, row)
+
+
+def _add_holder(holders, keys, row):
+    """Record ``row`` among the holders of each of ``keys`` (key -> list of rows)."""
+    for key in keys:
+        holding = holders.get(key)
+        if holding is None:
+            holders[key] = [row]
+        else:
+            holding.append(row)
 
 
 class _RoomCode:
