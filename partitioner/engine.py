@@ -20,7 +20,7 @@ from partitioner.hardware import get_board
 from partitioner.packing import BlockKeys, check_blocks, effective_size
 from partitioner.plan import Plan
 from partitioner.strategies import greedy, metis
-from partitioner.strategies.common import Context, interchip_spikes
+from partitioner.strategies.common import Context, interchip_spikes, projected_chip_count
 from partitioner.strategies.entries import fit_entries
 from partitioner.strategies.refine import consolidate, refine
 from partitioner.strategies.steptime import minimize_step_time
@@ -193,6 +193,8 @@ def _partition(graph, n_chips, board, strategy, seed, objective, pins, spread,
         )
         first = _first_chip_count(graph, board, pins, max_chips, spread)
     with clock("strategy"):
+        if strategy == "metis":
+            first = projected_chip_count(ctx, first, max_chips)
         packed, k = _search_chip_count(ctx, STRATEGIES[strategy], first, max_chips, say,
                                        options)
     do_refine = refine_plan if refine_plan is not None else not strategy.endswith("first-fit")

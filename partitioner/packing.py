@@ -24,6 +24,7 @@ import operator
 
 import numpy as np
 
+from partitioner.bestfit import PackInput, pack_parts
 from partitioner.errors import BlockTooLargeError, CoreRuleError, InfeasibleError
 from partitioner.graph import RESOURCES
 from partitioner.hardware import CoreLimits, get_board
@@ -74,6 +75,8 @@ class BlockKeys:
         #: under the chip assignment last given to `set_chips` (none before).
         self.extra = np.zeros(graph.n_blocks, dtype=np.int64)
         self._extra = [0] * graph.n_blocks
+        self._pack_input = None
+        self._pack_stale = False
 
     def set_chips(self, block_chip):
         """Count output axon entries for the chip assignment ``block_chip``.
@@ -96,6 +99,7 @@ class BlockKeys:
         self._extra = extra.tolist()
         if self._need is not None:
             self._need[:, _OUT_AXONS] = self.graph.resources[:, _OUT_AXONS] + extra
+        self._pack_stale = True
 
     def set_block_extra(self, block, value):
         """Set one block's extra output axon entries."""
@@ -103,6 +107,18 @@ class BlockKeys:
         self._extra[block] = int(value)
         if self._need is not None:
             self._need[block, _OUT_AXONS] = self.graph.resources[block, _OUT_AXONS] + value
+        self._pack_stale = True
+
+    def pack_input(self):
+        """The `bestfit.PackInput` of the blocks (kept up to date with the extra
+        output axon entries)."""
+        if self._pack_input is None:
+            self._pack_input = PackInput(self.graph, self,
+                                         [(first, shared) for _, first, shared in _TABLES])
+        elif self._pack_stale:
+            self._pack_input.set_extra(self.graph, self.extra)
+        self._pack_stale = False
+        return self._pack_input
 
     def extra_of(self, block):
         """Extra output axon entries of ``block`` under the current assignment."""
@@ -397,6 +413,18 @@ class CoreBin:
         self.interchip += delta
 
     @classmethod
+    def restored(cls, graph, limits, keys, blocks, used, tables, core_key, noise_key,
+                 alone, interchip):
+        """A bin in a known state (as `bestfit.pack_parts` leaves it), unchecked."""
+        core = cls.__new__(cls)
+        core.graph, core.limits, core.keys = graph, limits, keys
+        core.blocks, core.used, core.tables = blocks, used, tables
+        core.core_key, core.noise_key, core.alone = core_key, noise_key, alone
+        core.interchip = interchip
+        core._cap, core._table_cap = _capacities(limits)
+        return core
+
+    @classmethod
     def of(cls, graph, limits, keys, blocks):
         """A bin holding ``blocks`` in order, without checking rules."""
         core = cls(graph, limits, keys)
@@ -482,9 +510,9 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
 
     Blocks go largest first (`effective_size`, ties by id) to the fullest open core
     (largest used fraction of any resource, ties to the earliest core) where
-    `CoreBin.fits` accepts them, else to a new core. Cores are screened all at once
-    with arrays (resources, voltage limits, noise, pop16 ids, config tables, cores of
-    their own), so only the best candidate is checked in full.
+    `CoreBin.fits` accepts them, else to a new core (compiled: `partitioner.bestfit`).
+    When a config table sets the cores' lower bound, packing whole key groups
+    (`pack_groups`) is tried on fewer cores.
 
     Parameters
     ----------
@@ -503,28 +531,13 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     limits = CoreLimits() if limits is None else limits
     keys = BlockKeys(graph) if keys is None else keys
     order = _decreasing(np.asarray(blocks, dtype=np.int64), keys.sizes(limits))
-    keys.prefetch(order)
-    packer = _BestFit(graph, limits, keys)
-    unplaced = []
-    for b, need in zip(order.tolist(), packer.needs(order)):
-        if not packer.place(b, max_cores, need):
-            unplaced.append(b)
-    cores = packer.cores
+    (cores, unplaced), = _compiled_best_fit(graph, limits, keys, [order], max_cores)
     most = len(cores) if not unplaced else max_cores + 1
-    bound = packer.table_bound(order, most)
-    if bound is not None:
-        found = _fewest_groups(graph, order, limits, keys, bound, most - 1)
-        if found is not None:
-            return found, []
-    return cores, unplaced
+    return _fewer_by_groups(graph, order, limits, keys, cores, most), unplaced
 
 
 def best_fit_many(graph, parts, limits=None, keys=None):
-    """`best_fit` of each of ``parts`` (arrays of blocks), all packed in step.
-
-    The same cores as ``[best_fit(graph, p, limits, keys)[0] for p in parts]``: each
-    part is packed on its own, best fit decreasing, but the i-th block of every part
-    is screened against the cores of its part in one array operation (`_Lockstep`).
+    """`best_fit` of each of ``parts`` (arrays of blocks), in one compiled call.
 
     Returns
     -------
@@ -532,34 +545,51 @@ def best_fit_many(graph, parts, limits=None, keys=None):
     """
     limits = CoreLimits() if limits is None else limits
     keys = BlockKeys(graph) if keys is None else keys
-    cap, table_cap = _capacities(limits)
-    if len(parts) < 2 or _room_code(cap) is None:
-        return [best_fit(graph, p, limits, keys)[0] for p in parts]
     sizes = keys.sizes(limits)
     orders = [_decreasing(np.asarray(p, dtype=np.int64), sizes) for p in parts]
-    packed = []
-    for start in range(0, len(orders), LOCKSTEP_PARTS):
-        packed += _Lockstep(graph, limits, keys, orders[start:start + LOCKSTEP_PARTS]).run()
+    packed = _compiled_best_fit(graph, limits, keys, orders)
+    return [_fewer_by_groups(graph, order, limits, keys, cores, len(cores))
+            for order, (cores, _) in zip(orders, packed)]
+
+
+def _compiled_best_fit(graph, limits, keys, orders, max_cores=None):
+    """``(cores, unplaced)`` of each of ``orders`` packed best fit (`bestfit.pack_parts`)."""
+    cap, table_cap = _capacities(limits)
     out = []
-    packer = _BestFit(graph, limits, keys)
-    for order, cores in zip(orders, packed):
-        bound = packer.table_bound(order, len(cores), _table_groups(cores))
-        if bound is not None:
-            found = _fewest_groups(graph, order, limits, keys, bound, len(cores) - 1)
-            if found is not None:
-                cores = found
-        out.append(cores)
+    found = pack_parts(keys.pack_input(), orders, cap, table_cap, max_cores)
+    for order, (core_of, arrays) in zip(orders, found):
+        placed = core_of >= 0
+        blocks, owner = order[placed], core_of[placed]
+        by_core = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[by_core], np.arange(len(arrays) + 1)).tolist()
+        members = blocks[by_core].tolist()
+        interchip = np.bincount(owner, keys.extra[blocks], len(arrays)).astype(np.int64)
+        core_key = graph.core_key[blocks[by_core][bounds[:-1]]].tolist()
+        cores = [
+            CoreBin.restored(graph, limits, keys, members[a:z], used, tables, key,
+                             noise, alone, extra)
+            for a, z, used, tables, key, noise, alone, extra in zip(
+                bounds[:-1], bounds[1:], arrays.used.tolist(), arrays.all_tables(),
+                core_key, arrays.noise.tolist(), arrays.alone.tolist(),
+                interchip.tolist())
+        ]
+        out.append((cores, order[~placed].tolist()))
     return out
 
 
-#: Parts `best_fit_many` packs in step: enough to share each step's array operations,
-#: few enough that their cores stay in the processor's cache.
-LOCKSTEP_PARTS = 16
+def _fewer_by_groups(graph, order, limits, keys, cores, most):
+    """``cores``, or fewer from `pack_groups` when a config table sets the bound."""
+    bound = _table_bound(graph, limits, keys, order, most, _table_groups(cores))
+    if bound is not None:
+        found = _fewest_groups(graph, order, limits, keys, bound, most - 1)
+        if found is not None:
+            return found
+    return cores
 
 
 class _TableGroup:
     """Largest table of any core of a voltage-limit group and the keys its cores
-    hold, per table (what `_BestFit.table_bound` reads)."""
+    hold, per table (what `_table_bound` reads)."""
 
     def __init__(self, n_tables):
         self.largest = [0] * n_tables
@@ -580,167 +610,50 @@ def _table_groups(cores):
     return groups
 
 
-class _Lockstep:
-    """`best_fit` of several parts at once.
+def _table_bound(graph, limits, keys, blocks, cores, groups):
+    """A lower bound on the cores ``blocks`` need, when a config table sets it (it
+    exceeds what their resources need) and it is below ``cores``; else None.
 
-    Row ``r`` of the arrays holds the cores of the r-th part (parts sorted by
-    decreasing length, so the parts still packing at a step are the first rows):
-    coded free room (`_RoomCode`), 1 + fill (0: takes nothing more), voltage-limit
-    setting and noise setting of each core. At step ``i`` the i-th block of every
-    part is screened against all cores of its part at once; the fullest core that
-    passes is checked in full (`CoreBin.fits`), as `_BestFit._best_row` does, and
-    the block joins it or a new core.
+    Cheap unless a config table filled some core and holds more keys than the
+    resources' bound times its size: only then are the distinct keys of the
+    blocks counted (per voltage-limit group, blocks that need a core of their
+    own aside). ``groups``: voltage-limit setting -> the ``largest`` table of any
+    of its cores and the keys they hold (``holders``), per table (`_table_groups`).
     """
-
-    def __init__(self, graph, limits, keys, orders):
-        self.graph, self.limits, self.keys = graph, limits, keys
-        self.cap, self.table_cap = _capacities(limits)
-        self.code = _room_code(self.cap)
-        lengths = np.array([o.size for o in orders], dtype=np.int64)
-        self.rank = np.argsort(-lengths, kind="stable")  # row -> part
-        self.lengths = lengths[self.rank]
-        n, steps = len(orders), int(lengths.max(initial=0))
-        flat = np.concatenate([orders[p] for p in self.rank.tolist()])
-        keys.prefetch(flat)
-        self.blocks = np.full((n, steps), -1, dtype=np.int64)
-        self.needs = np.zeros((n, steps), dtype=np.int64)
-        row = np.repeat(np.arange(n), self.lengths)
-        col = np.arange(flat.size) - np.repeat(np.cumsum(self.lengths) - self.lengths,
-                                               self.lengths)
-        self.blocks[row, col] = flat
-        self.needs[row, col] = _BestFit(graph, limits, keys).needs(flat)
-        self.cores = [[] for _ in range(n)]
-        self.tables = [_TableIndex(self.table_cap) for _ in range(n)]
-        width = 16
-        self.free = np.zeros((n, width), dtype=np.int64)
-        self.score = np.zeros((n, width))
-        self.core_key = np.full((n, width), -1, dtype=np.int64)
-        self.noise = np.full((n, width), -1, dtype=np.int64)
-        self.noisy = False
-        self.width = 0  # most cores of any part so far
-
-    def run(self):
-        """The cores of each part, in the order of the parts."""
-        g, guards = self.graph, self.code.guards
-        active = np.searchsorted(-self.lengths, -np.arange(self.blocks.shape[1]),
-                                 side="left")
-        for i, a in enumerate(active.tolist()):
-            blocks = self.blocks[:a, i]
-            w = self.width
-            ok = ((self.free[:a, :w] - self.needs[:a, i, None]) & guards) == guards
-            ok &= self.core_key[:a, :w] == g.core_key[blocks][:, None]
-            if self.noisy:
-                noise_key = g.noise_key[blocks][:, None]
-                noise = self.noise[:a, :w]
-                ok &= (noise_key < 0) | (noise < 0) | (noise == noise_key)
-            score = self.score[:a, :w] * ok
-            best = score.argmax(axis=1) if w else np.zeros(a, dtype=np.int64)
-            found = score[np.arange(a), best] if w else np.zeros(a)
-            for r, b, j, s in zip(range(a), blocks.tolist(), best.tolist(),
-                                  found.tolist()):
-                self._place(r, b, j if s > 0.0 else None, score[r] if w else None)
-        out = [None] * len(self.cores)
-        for r, part in enumerate(self.rank.tolist()):
-            out[part] = self.cores[r]
-        return out
-
-    def _place(self, r, b, j, score):
-        info = self.keys.info(b)
-        cores = self.cores[r]
-        if info[2]:
-            j = None  # a block that needs a core of its own
-        elif j is not None and not cores[j].fits(b):
-            j = self._next_best(r, b, info, j, score)
-        if j is None:
-            core = CoreBin(self.graph, self.limits, self.keys)
-            j = len(cores)
-            cores.append(core)
-            if j == self.free.shape[1]:
-                self._widen()
-            self.width = max(self.width, j + 1)
-            self.core_key[r, j] = info[3]
-        else:
-            core = cores[j]
-        added = core.add(b)
-        if core.alone:
-            self.score[r, j] = 0.0
-        else:
-            used = core.used
-            self.free[r, j] = self.code.free(used)
-            self.score[r, j] = 1.0 + max(map(operator.truediv, used, self.cap))
-        if core.noise_key >= 0:
-            self.noise[r, j] = core.noise_key
-            self.noisy = True
-        self.tables[r].record(j, core, added)
-
-    def _next_best(self, r, b, info, j, score):
-        """`_BestFit._best_row` after its first full check (of core ``j``) failed."""
-        cores = self.cores[r]
-        score[j] = 0.0
-        j = int(score.argmax())
-        if score[j] <= 0.0:
-            return None
-        if cores[j].fits(b):
-            return j
-        score[j] = 0.0
-        rows = np.flatnonzero(score > 0.0)
-        score[rows[~self.tables[r].screen(rows, info[7])]] = 0.0
-        while True:
-            j = int(score.argmax())
-            if score[j] <= 0.0:
-                return None
-            if cores[j].fits(b):
-                return j
-            score[j] = 0.0  # not expected: the screens are exact
-
-    def _widen(self):
-        self.free = np.concatenate([self.free, np.zeros_like(self.free)], axis=1)
-        self.score = np.concatenate([self.score, np.zeros_like(self.score)], axis=1)
-        self.core_key = np.concatenate([self.core_key, np.full_like(self.core_key, -1)],
-                                       axis=1)
-        self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)], axis=1)
-
-
-class _TableIndex:
-    """The config tables of a list of cores, screened exactly (`_FitGroup`'s
-    ``table_screen``)."""
-
-    def __init__(self, table_cap):
-        self.table_cap = table_cap
-        self.sizes = []  # per core: size of each table
-        self.largest = [0] * len(table_cap)
-        self.holders = [{} for _ in table_cap]  # per table: key -> cores holding it
-
-    def record(self, row, core, added):
-        if row == len(self.sizes):
-            self.sizes.append([0] * len(self.table_cap))
-        sizes = self.sizes[row]
-        for t, keys in enumerate(added):
-            if keys:
-                sizes[t] = size = len(core.tables[t])
-                if size > self.largest[t]:
-                    self.largest[t] = size
-                _add_holder(self.holders[t], keys, row)
-
-    def screen(self, rows, keys):
-        """Whether ``keys`` (per table, the keys of a block at an offset) fit the
-        tables of the cores at ``rows``."""
-        ok = np.ones(rows.size, dtype=bool)
-        mask = np.zeros(len(self.sizes), dtype=bool)
-        sizes = None
-        for t, want in enumerate(keys):
-            if want and self.largest[t] + len(want) > self.table_cap[t]:
-                if sizes is None:
-                    sizes = np.array(self.sizes, dtype=np.int64)[rows]
-                new = np.full(rows.size, len(want), dtype=np.int64)
-                for key in want:
-                    holding = self.holders[t].get(key)
-                    if holding is not None:
-                        mask[:] = False
-                        mask[holding] = True
-                        new -= mask[rows]
-                ok &= sizes[:, t] + new <= self.table_cap[t]
-        return ok
+    cap, table_cap = _capacities(limits)
+    tables = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
+    if not any(group.largest[t] >= table_cap[t] for group in groups.values()
+               for t in tables):
+        return None
+    g = graph
+    blocks = np.asarray(blocks, dtype=np.int64)
+    alone = g.alone[blocks]
+    rest = blocks[~alone]
+    need = keys.shared_need()[rest].astype(np.float64)
+    need[:, _SYN_BITS] = np.minimum(need[:, _SYN_BITS], g.resources[rest, _SYN_BITS])
+    cap = np.asarray(cap, dtype=np.float64)
+    total, by_table = int(alone.sum()), False
+    for key in np.unique(g.core_key[rest]).tolist():
+        inside = g.core_key[rest] == key
+        members = rest[inside]
+        res = int(np.ceil(need[inside].sum(axis=0) / cap).max())
+        noise = g.noise_key[members]
+        bound = max(res, np.unique(noise[noise >= 0]).size, 1)
+        group = groups.get(key)
+        # Keys held by the group's cores (blocks alone included): an upper bound.
+        if group is not None and any(-(-len(group.holders[t]) // table_cap[t]) > res
+                                     for t in tables):
+            for t in tables:
+                m = keys._csr[_TABLES[t][1]]
+                start, stop = m.indptr[members], m.indptr[members + 1]
+                lengths = stop - start
+                entry = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + \
+                    np.arange(lengths.sum())
+                need_t = -(-np.unique(m.indices[entry]).size // table_cap[t])
+                by_table |= need_t > res
+                bound = max(bound, need_t)
+        total += bound
+    return total if by_table and total < cores else None
 
 
 def _fewest_groups(graph, blocks, limits, keys, low, high):
@@ -768,285 +681,6 @@ def _fewest_groups(graph, blocks, limits, keys, low, high):
         else:
             best, high = found, len(found) - 1
     return best
-
-
-class _FitGroup:
-    """Open cores of one (vmin, vmax) setting, with their free room as arrays.
-
-    Blocks with other settings can never join these cores, so each setting is
-    screened on its own. Config tables are screened exactly when needed: for each
-    table that could overflow somewhere, the keys a block would add to each core are
-    its keys minus those the core holds already (``holders``: key -> cores holding it).
-    """
-
-    def __init__(self, cap, table_cap, code=None):
-        self.index = []  # position in the packer's core list of each row
-        self.cap = cap
-        # Free room of each core: one word per core (`_RoomCode`), or a row of
-        # resources when the capacities are too large for one word.
-        self.code = code
-        self.free = np.zeros(8 if code else (8, len(cap)), dtype=np.int64)
-        # 1 + fill of each core (its largest used fraction of a resource); cores that
-        # take no other block have no free room.
-        self.score = np.zeros(8)
-        self.noise = np.full(8, -1, dtype=np.int64)
-        self.noisy = False  # whether some core holds a block with noise on
-        self.table_cap = table_cap
-        self.tables = np.zeros((8, len(table_cap)), dtype=np.int64)
-        self.largest = [0] * len(table_cap)  # largest table of any core, per table
-        self.holders = [{} for _ in table_cap]  # per table: key -> rows holding it
-
-    def append(self, i):
-        """Add a row for core ``i``; returns the row."""
-        row = len(self.index)
-        if row == self.score.size:
-            self.free = np.concatenate([self.free, np.zeros_like(self.free)])
-            self.score = np.concatenate([self.score, np.zeros_like(self.score)])
-            self.noise = np.concatenate([self.noise, np.full_like(self.noise, -1)])
-            self.tables = np.concatenate([self.tables, np.zeros_like(self.tables)])
-        self.index.append(i)
-        return row
-
-    def candidates(self, need, noise_key):
-        """1 + fill of each core that ``need`` (coded like the free room) and
-        ``noise_key`` fit (0 elsewhere)."""
-        m = len(self.index)
-        if self.code:
-            guards = self.code.guards
-            ok = ((self.free[:m] - need) & guards) == guards
-        else:
-            ok = (self.free[:m] >= need).all(axis=1)
-        if noise_key >= 0 and self.noisy:
-            noise = self.noise[:m]
-            ok &= (noise < 0) | (noise == noise_key)
-        return self.score[:m] * ok
-
-    def table_screen(self, rows, keys):
-        """Whether ``keys`` (per table, the keys of a block at an offset) fit the config
-        tables of the cores at ``rows``."""
-        ok = np.ones(rows.size, dtype=bool)
-        mask = np.zeros(len(self.index), dtype=bool)
-        for t, want in enumerate(keys):
-            if want and self.largest[t] + len(want) > self.table_cap[t]:
-                new = np.full(rows.size, len(want), dtype=np.int64)
-                for key in want:
-                    holding = self.holders[t].get(key)
-                    if holding is not None:
-                        mask[:] = False
-                        mask[holding] = True
-                        new -= mask[rows]
-                ok &= self.tables[rows, t] + new <= self.table_cap[t]
-        return ok
-
-    def record(self, row, core, added):
-        """Record core ``core`` at ``row`` after ``added`` (per table, the keys its
-        last block added) joined it."""
-        used, cap = core.used, self.cap
-        if core.alone:  # a core of its own takes nothing else
-            self.score[row] = 0.0
-            if not self.code:
-                self.free[row] = -1
-        else:
-            self.free[row] = self.code.free(used) if self.code else \
-                [c - u for c, u in zip(cap, used)]
-            self.score[row] = 1.0 + max(map(operator.truediv, used, cap))
-        if core.noise_key >= 0:
-            self.noise[row] = core.noise_key
-            self.noisy = True
-        for t, keys in enumerate(added):
-            if keys:
-                size = len(core.tables[t])
-                self.tables[row, t] = size
-                if size > self.largest[t]:
-                    self.largest[t] = size
-                _add_holder(self.holders[t], keys, row)
-
-
-def _add_holder(holders, keys, row):
-    """Record ``row`` among the holders of each of ``keys`` (key -> list of rows)."""
-    for key in keys:
-        holding = holders.get(key)
-        if holding is None:
-            holders[key] = [row]
-        else:
-            holding.append(row)
-
-
-class _RoomCode:
-    """Free room of a core, and what a block needs, each coded as one integer.
-
-    Resource ``r`` takes a field of bits of its own, wide enough for twice its
-    guard ``G_r``, a power of two above its capacity + 1. A core's word holds
-    ``free_r + G_r`` in each field, a block's word ``min(need_r, cap_r + 1)``; the
-    difference of the two words then holds ``free_r + G_r - need_r`` in each field
-    (never negative and below ``2 G_r``, so no field borrows from the next), and the
-    guard bit of a field is set exactly when ``need_r <= free_r``. One subtraction
-    and one mask test all resources of many cores at once.
-    """
-
-    def __init__(self, cap):
-        self.cap = tuple(int(c) for c in cap)
-        self.shifts, self.guard_values = [], []
-        shift = 0
-        for c in self.cap:
-            guard = 1 << (c + 1).bit_length()
-            self.shifts.append(shift)
-            self.guard_values.append(guard)
-            shift += guard.bit_length()  # the field holds values below 2 * guard
-        self.fits_word = shift <= 62
-        guards = sum(g << s for g, s in zip(self.guard_values, self.shifts))
-        self.guards = np.int64(guards) if self.fits_word else None
-        # Word of an empty core.
-        self.empty = sum((c + g) << s for c, g, s in
-                         zip(self.cap, self.guard_values, self.shifts))
-
-    def free(self, used):
-        """Word of a core that uses ``used`` (per resource)."""
-        if len(used) == 4:
-            _, s1, s2, s3 = self.shifts
-            return self.empty - (used[0] + (used[1] << s1) + (used[2] << s2) +
-                                 (used[3] << s3))
-        return self.empty - sum(u << s for u, s in zip(used, self.shifts))
-
-    def needs(self, need):
-        """Words of blocks that need ``need`` ((n, resources) array)."""
-        need = np.minimum(need, np.asarray(self.cap, dtype=np.int64) + 1)
-        return (need << np.asarray(self.shifts, dtype=np.int64)).sum(axis=1)
-
-
-_ROOM_CODES = {}
-
-
-def _room_code(cap):
-    """The `_RoomCode` of capacities ``cap``, or None when they need more than a word."""
-    found = _ROOM_CODES.get(cap)
-    if found is None:
-        found = _ROOM_CODES[cap] = _RoomCode(cap)
-    return found if found.fits_word else None
-
-
-class _BestFit:
-    """State of `best_fit`: the cores so far, grouped by voltage-limit setting."""
-
-    def __init__(self, graph, limits, keys):
-        self.graph, self.limits, self.keys = graph, limits, keys
-        self.cap, self.table_cap = _capacities(limits)
-        self.code = _room_code(self.cap)
-        self.need = keys.shared_need()
-        self.cores = []
-        self.groups = {}
-
-    def needs(self, blocks):
-        """What each of ``blocks`` needs of a core's free room, as `_FitGroup` screens
-        it: resources at an offset, and, for a pop16 receiver, the input axons above
-        its id range as well (its axon ids must end below ``2**axon_bits``)."""
-        blocks = np.asarray(blocks, dtype=np.int64)
-        need = self.need[blocks]
-        pop16 = self.graph.pop16_in_limit[blocks]
-        cap = self.cap[_IN_AXONS]
-        short = (pop16 > 0) & (pop16 < cap)
-        if short.any():
-            need = need.copy()
-            need[short, _IN_AXONS] += cap - pop16[short]
-        return self.code.needs(need).tolist() if self.code else list(need)
-
-    def place(self, b, max_cores=None, need=None):
-        """Put block ``b`` on the best core, or a new one; False if none may open.
-
-        ``need``: its entry of `needs`, if known."""
-        info = self.keys.info(b)
-        group = self.groups.get(info[3])
-        if group is None:
-            group = self.groups[info[3]] = _FitGroup(self.cap, self.table_cap, self.code)
-        if info[2] or not group.index:
-            row = None
-        else:
-            if need is None:
-                need = self.needs([b])[0]
-            row = self._best_row(b, info, group, need)
-        if row is None:
-            if max_cores is not None and len(self.cores) >= max_cores:
-                return False
-            core = CoreBin(self.graph, self.limits, self.keys)
-            self.cores.append(core)
-            row = group.append(len(self.cores) - 1)
-        else:
-            core = self.cores[group.index[row]]
-        group.record(row, core, core.add(b))
-        return True
-
-    def table_bound(self, blocks, cores, groups=None):
-        """A lower bound on the cores ``blocks`` need, when a config table sets it (it
-        exceeds what their resources need) and it is below ``cores``; else None.
-
-        Cheap unless a config table filled some core and holds more keys than the
-        resources' bound times its size: only then are the distinct keys of the
-        blocks counted (per voltage-limit group, blocks that need a core of their
-        own aside). ``groups``: voltage-limit setting -> the ``largest`` table of any
-        of its cores and the keys they hold (``holders``), per table (default: the
-        packer's own).
-        """
-        groups = self.groups if groups is None else groups
-        tables = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
-        if not any(group.largest[t] >= self.table_cap[t] for group in groups.values()
-                   for t in tables):
-            return None
-        g = self.graph
-        blocks = np.asarray(blocks, dtype=np.int64)
-        alone = g.alone[blocks]
-        rest = blocks[~alone]
-        need = self.need[rest].astype(np.float64)
-        need[:, _SYN_BITS] = np.minimum(need[:, _SYN_BITS], g.resources[rest, _SYN_BITS])
-        cap = np.asarray(self.cap, dtype=np.float64)
-        total, by_table = int(alone.sum()), False
-        for key in np.unique(g.core_key[rest]).tolist():
-            inside = g.core_key[rest] == key
-            members = rest[inside]
-            res = int(np.ceil(need[inside].sum(axis=0) / cap).max())
-            noise = g.noise_key[members]
-            bound = max(res, np.unique(noise[noise >= 0]).size, 1)
-            group = groups.get(key)
-            # Keys held by the group's cores (blocks alone included): an upper bound.
-            if group is not None and any(-(-len(group.holders[t]) // self.table_cap[t]) > res
-                                         for t in tables):
-                for t in tables:
-                    m = self.keys._csr[_TABLES[t][1]]
-                    start, stop = m.indptr[members], m.indptr[members + 1]
-                    lengths = stop - start
-                    entry = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + \
-                        np.arange(lengths.sum())
-                    need_t = -(-np.unique(m.indices[entry]).size // self.table_cap[t])
-                    by_table |= need_t > res
-                    bound = max(bound, need_t)
-            total += bound
-        return total if by_table and total < cores else None
-
-    def _best_row(self, b, info, group, need):
-        """Row of the fullest core of ``group`` that ``b`` fits, or None.
-
-        Resources and noise are screened over all rows at once; the fullest rows
-        that pass are checked in full (`CoreBin.fits`). Config tables are screened
-        for all rows only after two of these checks fail (a table rarely stops a
-        block that has the room), so the row is the one a full screen would find.
-        """
-        score = group.candidates(need, info[4])
-        cores, index = self.cores, group.index
-        for _ in range(2):
-            row = int(score.argmax())
-            if score[row] <= 0.0:
-                return None
-            if cores[index[row]].fits(b):
-                return row
-            score[row] = 0.0
-        rows = np.flatnonzero(score > 0.0)
-        score[rows[~group.table_screen(rows, info[7])]] = 0.0
-        while True:
-            row = int(score.argmax())
-            if score[row] <= 0.0:
-                return None
-            if cores[index[row]].fits(b):
-                return row
-            score[row] = 0.0  # not expected: the screens are exact
 
 
 #: Cores a block is fully checked against (best candidates first) before a new core

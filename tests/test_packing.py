@@ -18,7 +18,7 @@ from partitioner.engine import partition
 from partitioner.graph import TrafficGraph
 from partitioner.hardware import CoreLimits
 from partitioner.metrics import core_lower_bound, lower_bounds
-from partitioner.packing import BlockKeys, best_fit, check_plan, core_violations, pack_groups
+from partitioner.packing import BlockKeys, CoreBin, best_fit, check_plan, core_violations, pack_groups
 from partitioner.synthetic import random_graph
 
 
@@ -143,17 +143,44 @@ def test_best_fit_many_packs_each_part_as_best_fit_does(graph):
         assert all(core_violations(graph, c.blocks, limits, keys) == [] for c in cores)
 
 
-def test_room_code_agrees_with_comparing_each_resource():
-    rng = np.random.default_rng(5)
-    cap = CoreLimits().capacity_vector()
-    code = packing._room_code(tuple(int(c) for c in cap))
-    used = (rng.random((4000, 4)) * (cap + 1)).astype(np.int64)
-    need = (rng.random((4000, 4)) * (cap + 2)).astype(np.int64)  # some beyond a core
-    free = np.array([code.free(u) for u in used.tolist()], dtype=np.int64)
-    words = code.needs(need)
-    fits = ((free - words) & code.guards) == code.guards
-    assert np.array_equal(fits, (used + need <= cap).all(axis=1))
-    assert packing._room_code((2**40, 2**20, 1, 1)) is None  # too wide for one word
+def _reference_best_fit(graph, order, limits, keys):
+    """Best fit with `CoreBin` alone: each block of ``order`` to the fullest core that
+    `CoreBin.fits` it (ties to the earliest), else a new core."""
+    cores = []
+    for b in order.tolist():
+        fitting = [c for c in cores if c.fits(b)]
+        if fitting:
+            core = max(fitting, key=lambda c: 1.0 + c.fill)
+        else:
+            core = CoreBin(graph, limits, keys)
+            cores.append(core)
+        core.add(b)
+    return cores
+
+
+@pytest.mark.parametrize("graph", [
+    random_graph(1500, seed=31, second_core_key_fraction=0.3, noise_fraction=0.3,
+                 pop16_fraction=0.2, learning_fraction=0.03, pop_sender_fraction=0.03),
+    random_graph(800, seed=32),
+    threshold_bound_graph([9] * 30 + [3] * 20, seed=33),
+])
+def test_compiled_best_fit_equals_best_fit_with_corebin(graph):
+    """The compiled packing makes the same cores, in the same order, with the same
+    usage and tables as best fit written with `CoreBin.fits` and `CoreBin.add`."""
+    limits = CoreLimits()
+    keys = BlockKeys(graph)
+    keys.set_chips(np.random.default_rng(1).integers(0, 3, graph.n_blocks))
+    parts = _parts(graph, 5, seed=2)
+    orders = [packing._decreasing(p, keys.sizes(limits)) for p in parts]
+    for order, (cores, unplaced) in zip(
+            orders, packing._compiled_best_fit(graph, limits, keys, orders)):
+        expected = _reference_best_fit(graph, order, limits, keys)
+        assert unplaced == []
+        assert [c.blocks for c in cores] == [c.blocks for c in expected]
+        for got, want in zip(cores, expected):
+            assert (got.used, got.tables, got.core_key, got.noise_key, got.alone,
+                    got.interchip) == (want.used, want.tables, want.core_key,
+                                       want.noise_key, want.alone, want.interchip)
 
 
 def test_fits_agrees_with_violations():

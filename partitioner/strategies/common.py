@@ -490,6 +490,28 @@ class _TargetScan:
         return False
 
 
+class ChipRoom:
+    """For each chip, the most free room any of its cores has, per resource.
+
+    A block can only join a core of a chip where it fits this room, so chips
+    without it can be skipped before any core of theirs is checked.
+    """
+
+    def __init__(self, packed, n_chips):
+        self.packed = packed
+        self.cap = packed.ctx.limits.capacity_vector()
+        self.room = np.full((n_chips, self.cap.size), -1, dtype=np.int64)
+        np.maximum.at(self.room, np.asarray(packed.core_chip, dtype=np.int64),
+                      self.cap - packed.usage())
+
+    def update(self, chips):
+        """Recompute the room of ``chips`` after their cores changed."""
+        usage = self.packed.usage()
+        for chip in set(int(c) for c in chips):
+            cores = self.packed.chip_cores(chip)
+            self.room[chip] = (self.cap - usage[cores]).max(axis=0) if cores else -1
+
+
 #: `pack_by_chip` projects the cores of all chips from a sample of chips only when
 #: there are at least this many chips.
 PROJECT_MIN_CHIPS = 64
@@ -553,6 +575,38 @@ def pack_by_chip(ctx, block_chip, n_chips, max_cores=None):
         cores.extend(chip_cores)
         core_chip.extend([chip] * len(chip_cores))
     return Packed(ctx, cores, core_chip)
+
+
+def projected_chip_count(ctx, first, max_chips):
+    """Chips worth trying first, projected before any cut; at least ``first``.
+
+    With `PROJECT_MIN_CHIPS` chips or more, the blocks are dealt at random into
+    ``first`` groups of equal size (`packing.effective_size`); a sample of the
+    groups is packed and the cores of all projected (`_projected_cores`). A METIS cut
+    packs a little worse than random groups (its parts are uneven and each leaves a
+    core part-filled), so the chips returned leave room for `PROJECT_MARGIN`
+    standard errors plus half a core per chip. Like the projection after a cut, this
+    is a best guess: it skips counts that most likely fail, each of which would
+    cost a METIS cut of the whole graph.
+    """
+    if first < PROJECT_MIN_CHIPS or ctx.spread:
+        return first
+    g = ctx.graph
+    rng = np.random.default_rng(ctx.seed)
+    dealt = rng.permutation(g.n_blocks)
+    cum = np.cumsum(ctx.sizes[dealt])
+    group = np.empty(g.n_blocks, dtype=np.int64)
+    group[dealt] = np.minimum((cum / cum[-1] * first).astype(np.int64), first - 1)
+    sample = rng.permutation(first)[:max(PROJECT_SAMPLE, first // 8)]
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(first + 1))
+    members = [order[bounds[c]:bounds[c + 1]] for c in range(first)]
+    ctx.keys.set_extra(np.zeros(g.n_blocks, dtype=np.int64))
+    packed = _pack_chips(ctx, members, sample.tolist())
+    counts = np.array([len(packed[c]) for c in sample.tolist()], dtype=np.float64)
+    projected, error = _projected_cores(ctx, group, first, sample, counts)
+    need = projected + PROJECT_MARGIN * error + 0.5 * first
+    return int(min(max(first, np.ceil(need / ctx.cores_per_chip)), max_chips))
 
 
 def _pack_chips(ctx, members, chips):

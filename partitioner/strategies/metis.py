@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from partitioner.packing import pack
 from partitioner.strategies.common import (
+    ChipRoom,
     Packed,
     interchip_spikes,
     pack_by_chip,
@@ -175,7 +176,7 @@ def repair_overfull(packed, ctx, n_chips):
         ctx.notes["min_chips"] = -(-len(packed.cores) // cap)
         return False
     counts = packed.cores_on_chips(n_chips)
-    room = _ChipRoom(packed, n_chips)
+    room = ChipRoom(packed, n_chips)
     while True:
         over = np.flatnonzero(counts > cap)
         if over.size == 0:
@@ -203,28 +204,6 @@ def repair_overfull(packed, ctx, n_chips):
         counts[dest] += 1
 
 
-class _ChipRoom:
-    """For each chip, the most free room any of its cores has, per resource.
-
-    A block can only join a core of a chip where it fits this room, so chips
-    without it are skipped when a core is dissolved.
-    """
-
-    def __init__(self, packed, n_chips):
-        self.packed = packed
-        self.cap = packed.ctx.limits.capacity_vector()
-        self.room = np.full((n_chips, self.cap.size), -1, dtype=np.int64)
-        np.maximum.at(self.room, np.asarray(packed.core_chip, dtype=np.int64),
-                      self.cap - packed.usage())
-
-    def update(self, chips):
-        """Recompute the room of ``chips`` after their cores changed."""
-        usage = self.packed.usage()
-        for chip in set(int(c) for c in chips):
-            cores = self.packed.chip_cores(chip)
-            self.room[chip] = (self.cap - usage[cores]).max(axis=0) if cores else -1
-
-
 def _core_chip_flow(packed, traffic, n_chips, cores):
     """(len(cores), n_chips) dense traffic from each of ``cores``' blocks to each chip."""
     blocks = [packed.cores[i].blocks for i in cores]
@@ -243,7 +222,7 @@ def _core_chip_flow(packed, traffic, n_chips, cores):
 def _dissolve(packed, i, flow, chip, room):
     """Spread core ``i``'s blocks over existing cores of other chips; all or nothing.
 
-    Target chips are taken most traffic first (``room`` is a `_ChipRoom`).
+    Target chips are taken most traffic first (``room`` is a `ChipRoom`).
     """
     order = np.argsort(-flow, kind="stable")
     order = order[order != chip]

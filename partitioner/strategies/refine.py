@@ -111,14 +111,14 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                 state = (version[dest], version[n_chips])
                 if failed.get((b, dest)) == state:
                     continue
-                n_cores = len(packed.cores)
+                total_cores = len(packed.cores)
                 if _move(packed, b, dest, traffic, cap):
                     chip_blocks[own] -= 1
                     chip_blocks[dest] += 1
                     block_chip[b] = dest
                     moves += 1
                     version[[own, dest]] += 1
-                    if len(packed.cores) < n_cores:
+                    if len(packed.cores) < total_cores:
                         version[n_chips] += 1
                     break
                 failed[(b, dest)] = state
