@@ -481,7 +481,8 @@ def _swap_search(sym, hops, start, work):
     S = np.zeros((n_pos, n_pos))
     S[:n, :n] = sym
     D = hops[np.ix_(perm, perm)]
-    M = S @ D
+    M = np.zeros_like(D)
+    M[:n] = S[:n] @ D  # rows past the chips stay 0
     tol = _TOL * max(float((S * D).sum()), 1.0)
     step = SWAP_OPS + n_pos * (n + n_pos)
     while not work.done:
@@ -494,19 +495,20 @@ def _swap_search(sym, hops, start, work):
         if delta[a, b] >= -tol:
             break
         perm[a], perm[b] = perm[b], perm[a]
-        M, D = _swap_update(S, M, D, hops, perm, a, b)
+        M, D = _swap_update(S, M, D, hops, perm, a, b, n)
     return perm[:n].copy()
 
 
-def _swap_update(S, M, D, hops, perm, a, b):
-    """``M = S @ D`` and ``D`` after entries ``a`` and ``b`` of ``perm`` swapped."""
+def _swap_update(S, M, D, hops, perm, a, b, n):
+    """``M = S @ D`` and ``D`` after entries ``a`` and ``b`` of ``perm`` swapped (both
+    updated in place). Only the first ``n`` rows of ``S`` (the chips) are non-zero,
+    so only those rows of ``M`` change."""
     new_rows = hops[perm[[a, b]]][:, perm]          # D rows a, b after the swap
     delta_rows = new_rows - D[[a, b]]               # change of rows a, b (and cols)
-    M = M + S[:, [a, b]] @ delta_rows               # rows a, b of D changed
+    M[:n] += S[:n, [a, b]] @ delta_rows             # rows a, b of D changed
     col_change = delta_rows.T.copy()                # columns a, b of D changed ...
     col_change[[a, b]] = 0.0                        # ... except rows a, b (done above)
-    M[:, [a, b]] += S @ col_change
-    D = D.copy()
+    M[:n, [a, b]] += S[:n] @ col_change
     D[[a, b]] = new_rows
     D[:, [a, b]] = new_rows.T
     return M, D
@@ -517,18 +519,19 @@ def _link_polish(scorer, pos, work, max_rounds=200, radius=2):
     """Move chips whose flows cross the busiest link while the score improves.
 
     Candidates: each endpoint chip of the heaviest flows on the busiest link, moved to
-    (or swapped with the chip at) every position within ``radius`` hops.
+    (or swapped with the chip at) every position within ``radius`` hops. A trial
+    re-routes only the flows of the chips it moves (`_Loads`).
     """
     pos = pos.copy()
-    best = scorer.key(pos)
+    loads = _Loads(scorer, pos)
+    best = loads.key(pos)
     hops = scorer.hops
     score_ops = SCORE_OPS + scorer.flows[0].size * sum(scorer.mesh)
     for _ in range(max_rounds):
         if work.done:
             break
-        loads = scorer.loads(pos)
-        hot = int(np.argmax(loads))
-        if loads[hot] <= 0:
+        hot = int(np.argmax(loads.loads))
+        if loads.loads[hot] <= 0:
             break
         improved = False
         for a in _chips_on_link(scorer, pos, hot):
@@ -539,12 +542,14 @@ def _link_polish(scorer, pos, work, max_rounds=200, radius=2):
                 work.spend(score_ops)
                 trial = pos.copy()
                 other = at.get(int(q))
+                moved = [a] if other is None else [a, other]
                 if other is not None:
                     trial[other] = pos[a]
                 trial[a] = q
-                key = scorer.key(trial)
+                key, trial_loads, trial_hop = loads.trial(trial, moved)
                 if _better(key, best):
                     pos, best, improved = trial, key, True
+                    loads.accept(trial, trial_loads, trial_hop)
                     break
             if improved:
                 break
@@ -553,11 +558,49 @@ def _link_polish(scorer, pos, work, max_rounds=200, radius=2):
     return pos
 
 
+class _Loads:
+    """Link loads and hop-weighted cost of a placement, updated for trial moves by
+    re-routing only the flows of the chips that move."""
+
+    def __init__(self, scorer, pos):
+        self.scorer = scorer
+        src, dst, w = scorer.flows
+        self.by_chip = [np.flatnonzero((src == c) | (dst == c))
+                        for c in range(scorer.traffic.shape[0])]
+        self.pos = pos.copy()
+        self.loads = scorer.loads(pos)
+        self.hop = scorer.hop_cost(pos)
+
+    def key(self, pos):
+        link = float(self.loads.max())
+        return (link, self.hop) if self.scorer.objective == "max_link" else (self.hop, link)
+
+    def _routed(self, pos, flows):
+        src, dst, w = self.scorer.flows
+        flow, link = xy_route(pos[src[flows]], pos[dst[flows]], self.scorer.mesh)
+        loads = np.bincount(link, weights=w[flows][flow], minlength=self.loads.size)
+        hop = float((w[flows] * self.scorer.hops[pos[src[flows]], pos[dst[flows]]]).sum())
+        return loads, hop
+
+    def trial(self, trial, moved):
+        """``(key, loads, hop cost)`` after the chips ``moved`` go to ``trial``."""
+        flows = np.unique(np.concatenate([self.by_chip[c] for c in moved]))
+        old_loads, old_hop = self._routed(self.pos, flows)
+        new_loads, new_hop = self._routed(trial, flows)
+        loads = self.loads - old_loads + new_loads
+        hop = self.hop - old_hop + new_hop
+        link = float(loads.max())
+        key = (link, hop) if self.scorer.objective == "max_link" else (hop, link)
+        return key, loads, hop
+
+    def accept(self, pos, loads, hop):
+        self.pos, self.loads, self.hop = pos, loads, hop
+
+
 def _chips_on_link(scorer, pos, link, top=4):
     """Endpoint chips of the heaviest flows routed over ``link``."""
     src, dst, w = scorer.flows
-    flow, links = xy_route(pos[src], pos[dst], scorer.mesh)
-    through = np.unique(flow[links == link])
+    through = np.flatnonzero(_uses_link(pos[src], pos[dst], link, scorer.mesh[1]))
     heavy = through[np.argsort(-w[through], kind="stable")[:top]]
     chips = []
     for f in heavy:
@@ -565,3 +608,18 @@ def _chips_on_link(scorer, pos, link, top=4):
             if c not in chips:
                 chips.append(c)
     return chips
+
+
+def _uses_link(src_pos, dst_pos, link, cols):
+    """Whether each flow's X-then-Y route (`partitioner.metrics.xy_route`) takes
+    ``link`` (``position * 4 + direction``), without routing the flows."""
+    (r, c), direction = divmod(link // 4, cols), link % 4
+    r0, c0 = np.divmod(src_pos, cols)
+    r1, c1 = np.divmod(dst_pos, cols)
+    if direction == 0:    # east along row r0, columns c0 .. c1 - 1
+        return (r0 == r) & (c0 <= c) & (c < c1)
+    if direction == 1:    # west along row r0, columns c0 .. c1 + 1
+        return (r0 == r) & (c1 < c) & (c <= c0)
+    if direction == 2:    # south along column c1, rows r0 .. r1 - 1
+        return (c1 == c) & (r0 <= r) & (r < r1)
+    return (c1 == c) & (r1 < r) & (r <= r0)    # north along column c1

@@ -189,3 +189,43 @@ def test_plan_larger_than_board_raises():
     graph, plan = one_block_per_chip(random_traffic(4, 0.5, 0), "kapoho_bay")
     with pytest.raises(PlanError, match="positions"):
         place_chips(graph, plan, "kapoho_bay")
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 6), cols=st.integers(1, 7), n_flows=st.integers(1, 40),
+       seed=st.integers(0, 10_000))
+def test_links_a_route_takes_are_found_without_routing(rows, cols, n_flows, seed):
+    """`_uses_link` agrees with the routed steps of `metrics.xy_route` on every link."""
+    from partitioner.metrics import xy_route
+    from partitioner.placement import _uses_link
+
+    rng = np.random.default_rng(seed)
+    src, dst = rng.integers(0, rows * cols, (2, n_flows))
+    flow, links = xy_route(src, dst, (rows, cols))
+    for link in range(rows * cols * 4):
+        expected = np.unique(flow[links == link])
+        assert np.array_equal(np.flatnonzero(_uses_link(src, dst, link, cols)), expected)
+
+
+def test_trial_moves_update_loads_as_a_full_recount():
+    """`_Loads.trial` (only the moved chips' flows re-routed) equals routing all flows."""
+    from partitioner.placement import _Loads, _Scorer
+
+    board = get_board("nahuku32")
+    rng = np.random.default_rng(3)
+    n = 12
+    traffic = rng.random((n, n)) * (rng.random((n, n)) < 0.4)
+    np.fill_diagonal(traffic, 0.0)
+    scorer = _Scorer(traffic, board, "spikes", board.hop_matrix())
+    pos = rng.permutation(board.n_chips)[:n]
+    loads = _Loads(scorer, pos)
+    for _ in range(20):
+        trial = pos.copy()
+        a, b = rng.choice(n, 2, replace=False)
+        trial[a], trial[b] = pos[b], pos[a]
+        key, trial_loads, hop = loads.trial(trial, [a, b])
+        assert np.allclose(trial_loads, scorer.loads(trial))
+        assert np.isclose(hop, scorer.hop_cost(trial))
+        assert np.allclose(key, scorer.key(trial))
+        loads.accept(trial, trial_loads, hop)
+        pos = trial
