@@ -323,9 +323,10 @@ def _place(traffic, board, seed, method, time_limit, objective):
     sym = traffic + traffic.T
     identity = np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    starts = [_greedy(sym, hops, rng)]
+    coords = board.chip_positions()
+    starts = [_greedy(sym, hops, rng, coords)]
     if n <= RESTART_MAX_CHIPS:
-        starts += [identity] + [_greedy(sym, hops, rng) for _ in range(2)]
+        starts += [identity] + [_greedy(sym, hops, rng, coords) for _ in range(2)]
     candidates = [identity] + [_swap_search(sym, hops, s, work) for s in starts]
     best = min(candidates, key=scorer.hop_cost)
     if method == "exact" or (method == "auto" and _exact_is_small(n, board)):
@@ -439,8 +440,15 @@ def _exact_hops(sym, board, time_limit, seed, hint=None):
 
 
 # ================================================================ heuristic
-def _greedy(sym, hops, rng):
-    """Chips placed one by one, most-connected first, each where it adds least cost."""
+def _greedy(sym, hops, rng, coords):
+    """Chips placed one by one, most-connected first, each where it adds least cost.
+
+    ``hops`` is the Manhattan distance between the positions at ``coords`` (row,
+    column; `BoardSpec.hop_matrix`), so a chip's cost at every position is a row term
+    plus a column term, kept per chip as its traffic to placed chips per row and per
+    column (`_ManhattanCost`): each step costs O(rows^2 + columns^2 + positions)
+    instead of O(chips x positions).
+    """
     n = sym.shape[0]
     hops = hops.astype(np.float64)
     n_pos = hops.shape[0]
@@ -448,7 +456,7 @@ def _greedy(sym, hops, rng):
     # Ties go to central positions, then at random.
     tie = (centre / max(centre.max(), 1.0) + 1e-3 * rng.random(n_pos)) * 1e-6
     scale = max(float(sym.max()), 1e-12)
-    acc = np.zeros((n, n_pos))
+    cost_of = _ManhattanCost(n, coords)
     conn = np.zeros(n)
     strength = sym.sum(axis=1)
     free = np.ones(n_pos, dtype=bool)
@@ -457,13 +465,37 @@ def _greedy(sym, hops, rng):
     for _ in range(n):
         score = np.where(placed, -np.inf, conn + 1e-9 * strength)
         a = int(np.argmax(score))
-        cost = np.where(free, acc[a] / scale + tie, np.inf)
+        cost = np.where(free, cost_of.at(a) / scale + tie, np.inf)
         q = int(np.argmin(cost))
         pos[a], placed[a], free[q] = q, True, False
         nbrs = np.flatnonzero(sym[:, a])
-        acc[nbrs] += sym[nbrs, a][:, None] * hops[q][None, :]
+        cost_of.add(nbrs, sym[nbrs, a], q)
         conn[nbrs] += sym[nbrs, a]
     return pos
+
+
+class _ManhattanCost:
+    """Per chip, the hop-weighted traffic to the placed chips at every position, kept
+    as its traffic to placed chips in each row and in each column."""
+
+    def __init__(self, n, coords):
+        self.row, self.col = coords[:, 0], coords[:, 1]
+        rows, cols = int(self.row.max()) + 1, int(self.col.max()) + 1
+        span_r, span_c = np.arange(rows), np.arange(cols)
+        self.row_dist = np.abs(span_r[:, None] - span_r[None, :]).astype(np.float64)
+        self.col_dist = np.abs(span_c[:, None] - span_c[None, :]).astype(np.float64)
+        self.by_row = np.zeros((n, rows))
+        self.by_col = np.zeros((n, cols))
+
+    def at(self, a):
+        """Cost of chip ``a`` at every position."""
+        return (self.by_row[a] @ self.row_dist)[self.row] + \
+            (self.by_col[a] @ self.col_dist)[self.col]
+
+    def add(self, chips, weights, q):
+        """A chip placed at ``q`` exchanges ``weights`` with ``chips``."""
+        self.by_row[chips, self.row[q]] += weights
+        self.by_col[chips, self.col[q]] += weights
 
 
 def _swap_search(sym, hops, start, work):
@@ -564,9 +596,11 @@ class _Loads:
 
     def __init__(self, scorer, pos):
         self.scorer = scorer
-        src, dst, w = scorer.flows
-        self.by_chip = [np.flatnonzero((src == c) | (dst == c))
-                        for c in range(scorer.traffic.shape[0])]
+        src, dst, _ = scorer.flows
+        n = scorer.traffic.shape[0]
+        # Flows by source chip and by target chip (CSR-like), for `_flows_of`.
+        self.ends = [(np.argsort(end, kind="stable"),
+                      np.searchsorted(np.sort(end), np.arange(n + 1))) for end in (src, dst)]
         self.pos = pos.copy()
         self.loads = scorer.loads(pos)
         self.hop = scorer.hop_cost(pos)
@@ -584,7 +618,8 @@ class _Loads:
 
     def trial(self, trial, moved):
         """``(key, loads, hop cost)`` after the chips ``moved`` go to ``trial``."""
-        flows = np.unique(np.concatenate([self.by_chip[c] for c in moved]))
+        flows = np.unique(np.concatenate([order[bounds[c]:bounds[c + 1]]
+                                          for order, bounds in self.ends for c in moved]))
         old_loads, old_hop = self._routed(self.pos, flows)
         new_loads, new_hop = self._routed(trial, flows)
         loads = self.loads - old_loads + new_loads
