@@ -287,18 +287,29 @@ class Packed:
         b, dest : int
         choose_core : callable
             ``choose_core(b, cores)``: the index of a core among ``cores`` (those of
-            ``dest``) that ``b`` fits, with its entries on ``dest``, or None.
+            ``dest``) that ``b`` fits, with its entries on ``dest``, or None. It must
+            be monotone: finding none for ``b`` with fewer entries means none with
+            more (a full chip is first asked with no entries for other chips, which
+            settles most failing moves before they are counted).
         max_cores : int
             Most cores ``dest`` may hold (a new core opens only below it).
         """
         keys = self.ctx.keys
-        extra = self._extra_on(b, dest)
         before = keys.extra_of(b)
-        keys.set_block_extra(b, extra)
         cores = self.chip_cores(dest)
+        full = len(cores) >= max_cores
+        if full:
+            if before:
+                keys.set_block_extra(b, 0)
+            found = choose_core(b, cores)
+            if before:
+                keys.set_block_extra(b, before)
+            if found is None:
+                return False
+        extra = self._extra_on(b, dest)
+        keys.set_block_extra(b, extra)
         target = choose_core(b, cores)
-        if target is None and (len(cores) >= max_cores or
-                               self.ctx.graph.resources[b, OUT_AXONS] + extra >
+        if target is None and (full or self.ctx.graph.resources[b, OUT_AXONS] + extra >
                                self.ctx.limits.out_axons):
             keys.set_block_extra(b, before)
             return False
