@@ -50,6 +50,7 @@ import nengo_loihi
 import numpy as np
 import scipy.sparse as sp
 from nengo.exceptions import BuildError
+from nengo_loihi.block import SynapseConfig
 from nengo_loihi.builder import Model
 from nengo_loihi.builder.discretize import tracing_mag_int_frac, vth_to_manexp
 from nengo_loihi.hardware.allocators import ensemble_to_block_rates
@@ -742,26 +743,32 @@ def _entry_matrices(entries, n_blocks):
     return out, interchip
 
 
-def _bits_per_axon(cfg, n_weights):
-    """Vectorized ``SynapseConfig.bits_per_axon`` over an array of weight counts."""
+def _format_bits(cfg, idx_bits=None):
+    """``(bits per weight, weights per synapse entry)`` of format ``cfg`` (its index
+    field widened to at least ``idx_bits`` bits if given, as
+    `formats.widened_format` would, without copying the format)."""
+    real_idx_bits = cfg.real_idx_bits
+    if idx_bits is not None and real_idx_bits < idx_bits:
+        real_idx_bits = SynapseConfig.INDEX_BITS_MAP[formats.index_bits_code(idx_bits)]
     bits_per_weight = cfg.real_weight_bits + cfg.delay_bits + cfg.tag_bits
     if cfg.compression == 0:
-        bits_per_weight += cfg.real_idx_bits
+        bits_per_weight += real_idx_bits
     elif cfg.compression != 3:
         raise ExtractionError(
             f"Synapse compression {cfg.compression} is not modelled (nengo-loihi only "
             f"uses 0 and 3)."
         )
-    per_entry = cfg.n_synapses + 1
+    return bits_per_weight, cfg.n_synapses + 1
+
+
+def _bits_per_axon(n_weights, bits_per_weight, per_entry):
+    """Vectorized ``SynapseConfig.bits_per_axon`` over arrays of weight counts (the
+    format's `_format_bits` given per element or once)."""
     overhead = 4 + 6  # synapse_idx_bits + n_synapses_bits
     full, rest = np.divmod(np.asarray(n_weights, dtype=np.int64), per_entry)
-    full_bits = _round_up(per_entry * bits_per_weight + overhead, 64)
-    rest_bits = np.where(rest > 0, _round_up(rest * bits_per_weight + overhead, 64), 0)
+    full_bits = -64 * (-(per_entry * bits_per_weight + overhead) // 64)
+    rest_bits = np.where(rest > 0, -64 * (-(rest * bits_per_weight + overhead) // 64), 0)
     return full * full_bits + rest_bits
-
-
-def _round_up(bits, unit):
-    return -unit * (-np.asarray(bits) // unit)
 
 
 def _resources(blocks, sizes, live, entries):
@@ -771,20 +778,30 @@ def _resources(blocks, sizes, live, entries):
     ``entries`` holds each block's `_axon_entries`.
     """
     table = np.zeros((len(blocks), 4), dtype=np.int64)
-    shared = np.zeros(len(blocks), dtype=np.int64)
+    table[:, 0] = [block.compartment.n_compartments for block in blocks]
+    table[:, 2] = [sum(e for _, e, _ in block_entries) for block_entries in entries]
+    # Every synapse's weight counts per axon, with its block and format, bits summed
+    # in one array operation.
+    owner, counts, own, wide, per_entry = [], [], [], [], []
     for i, block in enumerate(blocks):
-        n_comp = block.compartment.n_compartments
-        table[i, 0] = n_comp
-        table[i, 1] = sum(
-            int(np.count_nonzero(live[id(s)])) * s.idxs_per_synapse()
-            for s in block.synapses
-        )
-        table[i, 2] = sum(e for _, e, _ in entries[i])
+        in_axons = 0
         for synapse in block.synapses:
+            in_axons += int(np.count_nonzero(live[id(synapse)])) * synapse.idxs_per_synapse()
             cfg = formats.original_format(synapse)
-            wide = formats.widened_format(cfg, _LIMITS.shared_index_bits)
-            table[i, 3] += int(_bits_per_axon(cfg, sizes[id(synapse)]).sum())
-            shared[i] += int(_bits_per_axon(wide, sizes[id(synapse)]).sum())
+            bits, per = _format_bits(cfg)
+            n_weights = sizes[id(synapse)]
+            owner.append(np.full(n_weights.size, i))
+            counts.append(n_weights)
+            own.append(np.full(n_weights.size, bits))
+            wide.append(np.full(n_weights.size, _format_bits(cfg, _LIMITS.shared_index_bits)[0]))
+            per_entry.append(np.full(n_weights.size, per))
+        table[i, 1] = in_axons
+    shared = np.zeros(len(blocks), dtype=np.int64)
+    if counts:
+        owner, counts, per_entry = (np.concatenate(a) for a in (owner, counts, per_entry))
+        for column, bits in ((table[:, 3], own), (shared, wide)):
+            per_axon = _bits_per_axon(counts, np.concatenate(bits), per_entry)
+            np.add.at(column, owner, per_axon)
     return table, shared
 
 
@@ -1031,7 +1048,7 @@ def _synapse_work(synapse):
     fan = rows[widx]
     if synapse.axon_compartment_bases is not None:
         fan = np.where(np.asarray(synapse.axon_compartment_bases) >= 0, fan, 0)
-    words = _bits_per_axon(formats.original_format(synapse), fan) / 64.0
+    words = _bits_per_axon(fan, *_format_bits(formats.original_format(synapse))) / 64.0
     return fan.astype(np.float64), np.asarray(words, dtype=np.float64)
 
 

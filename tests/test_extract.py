@@ -17,6 +17,7 @@ from nengo_loihi.hardware.allocators import (
     estimate_interchip_activity,
 )
 
+from partitioner import formats
 from partitioner.errors import BlockTooLargeError, ExtractionError
 from partitioner.extract import block_sources, build_model, extract
 from partitioner.graph import CONFIG_KINDS, TrafficGraph
@@ -136,6 +137,17 @@ def check_against_utilization(model, graph):
         if not any(s.learning for s in block.synapses):
             assert in_axons == util["in-axons"]
         assert graph.shared_synapse_bits[i] >= bits
+        # At an offset, the block's synapses take formats widened to address a core:
+        # nengo-loihi's own count with those formats.
+        saved = [s.synapse_cfg for s in block.synapses]
+        for s in block.synapses:
+            s.synapse_cfg = formats.widened_format(s.synapse_cfg,
+                                                   CoreLimits().shared_index_bits)
+        try:
+            assert graph.shared_synapse_bits[i] == block.utilization()["synapses"][0]
+        finally:
+            for s, cfg in zip(block.synapses, saved):
+                s.synapse_cfg = cfg
 
 
 def round_robin_board(model, n_chips):
