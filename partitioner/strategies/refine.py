@@ -85,6 +85,14 @@ def refine(packed, ctx, max_passes=10, chip_cap=None, keep_chips=False, clusters
     return total_moves
 
 
+#: On graphs larger than `CLUSTER_MAX_BLOCKS`, single-block passes stop after one that
+#: moves fewer than this fraction of the blocks it tried: each later pass costs about
+#: as much as the one before (every move invalidates the failed moves into its two
+#: chips) and moves a handful of blocks (100,000 blocks: 630, 117, 30, then 20, 5, 0
+#: moves per pass).
+PASS_MIN_MOVES = 0.01
+
+
 def _block_passes(packed, ctx, cap, keep_chips, max_passes):
     """Passes of single-block moves that strictly lower inter-chip traffic; moves."""
     traffic = ctx.traffic
@@ -123,7 +131,8 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                     break
                 failed[(b, dest)] = state
         total_moves += moves
-        if moves == 0:
+        if moves == 0 or (ctx.graph.n_blocks > CLUSTER_MAX_BLOCKS and
+                          moves < PASS_MIN_MOVES * candidates.size):
             break
     return total_moves
 
