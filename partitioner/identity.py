@@ -563,22 +563,50 @@ def reordered(graph, order):
     order = np.asarray(order, dtype=np.int64)
     n = graph.n_blocks
     values = {}
+    patterns = _Patterns(order)
     for f in dataclasses.fields(graph):
         value = getattr(graph, f.name)
         if f.name in _INPUT_FIELDS:
             values[f.name] = value[:, order] if sp.issparse(value) else value
         else:
-            values[f.name] = _reordered_field(f.name, value, order, n)
+            values[f.name] = _reordered_field(f.name, value, order, n, patterns)
     return type(graph)(**values)
 
 
-def _reordered_field(name, value, order, n):
+class _Patterns:
+    """Block x block matrices renumbered by one permutation; matrices with the same
+    sparsity pattern (the edge matrices of a graph mostly share one) reuse where its
+    entries went instead of permuting again."""
+
+    def __init__(self, order):
+        self.order = order
+        self.seen = []  # (pattern matrix, its entries' source positions after reordering)
+
+    def reordered(self, m):
+        for pattern, source in self.seen:
+            if (np.array_equal(m.indptr, pattern.indptr) and
+                    np.array_equal(m.indices, pattern.indices)):
+                break
+        else:
+            # Positions counted from 1: an entry 0 could be taken for an empty one.
+            positions = sp.csr_matrix(
+                (np.arange(1, m.nnz + 1, dtype=np.int64), m.indices, m.indptr),
+                shape=m.shape)
+            source = positions[self.order][:, self.order]
+            source.data -= 1
+            self.seen.append((m, source))
+        return sp.csr_matrix((m.data[source.data], source.indices, source.indptr),
+                             shape=m.shape)
+
+
+def _reordered_field(name, value, order, n, patterns):
     if isinstance(value, dict):
-        return {k: _reordered_field(f"{name}[{k}]", v, order, n) for k, v in value.items()}
+        return {k: _reordered_field(f"{name}[{k}]", v, order, n, patterns)
+                for k, v in value.items()}
     if sp.issparse(value):
         m = sp.csr_matrix(value)
         if m.shape == (n, n):
-            return m[order][:, order]
+            return patterns.reordered(m)
         if m.shape[0] == n:
             return m[order]
     elif isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == n:
