@@ -531,7 +531,9 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     limits = CoreLimits() if limits is None else limits
     keys = BlockKeys(graph) if keys is None else keys
     order = _decreasing(np.asarray(blocks, dtype=np.int64), keys.sizes(limits))
-    (cores, unplaced), = _compiled_best_fit(graph, limits, keys, [order], max_cores)
+    (cores, unplaced, full), = _compiled_best_fit(graph, limits, keys, [order], max_cores)
+    if not full:
+        return cores, unplaced
     most = len(cores) if not unplaced else max_cores + 1
     return _fewer_by_groups(graph, order, limits, keys, cores, most), unplaced
 
@@ -548,13 +550,16 @@ def best_fit_many(graph, parts, limits=None, keys=None):
     sizes = keys.sizes(limits)
     orders = [_decreasing(np.asarray(p, dtype=np.int64), sizes) for p in parts]
     packed = _compiled_best_fit(graph, limits, keys, orders)
-    return [_fewer_by_groups(graph, order, limits, keys, cores, len(cores))
-            for order, (cores, _) in zip(orders, packed)]
+    return [_fewer_by_groups(graph, order, limits, keys, cores, len(cores)) if full
+            else cores for order, (cores, _, full) in zip(orders, packed)]
 
 
 def _compiled_best_fit(graph, limits, keys, orders, max_cores=None):
-    """``(cores, unplaced)`` of each of ``orders`` packed best fit (`bestfit.pack_parts`)."""
+    """``(cores, unplaced, full)`` of each of ``orders`` packed best fit
+    (`bestfit.pack_parts`); ``full``: some core filled a config table that can set
+    the cores' bound (`_table_bound` is None otherwise)."""
     cap, table_cap = _capacities(limits)
+    bounding = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
     out = []
     found = pack_parts(keys.pack_input(), orders, cap, table_cap, max_cores)
     for order, (core_of, arrays) in zip(orders, found):
@@ -573,7 +578,9 @@ def _compiled_best_fit(graph, limits, keys, orders, max_cores=None):
                 core_key, arrays.noise.tolist(), arrays.alone.tolist(),
                 interchip.tolist())
         ]
-        out.append((cores, order[~placed].tolist()))
+        full = bool((arrays.n_keys[:, bounding] >=
+                     np.asarray(table_cap)[bounding]).any()) if len(arrays) else False
+        out.append((cores, order[~placed].tolist(), full))
     return out
 
 

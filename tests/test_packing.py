@@ -172,7 +172,7 @@ def test_compiled_best_fit_equals_best_fit_with_corebin(graph):
     keys.set_chips(np.random.default_rng(1).integers(0, 3, graph.n_blocks))
     parts = _parts(graph, 5, seed=2)
     orders = [packing._decreasing(p, keys.sizes(limits)) for p in parts]
-    for order, (cores, unplaced) in zip(
+    for order, (cores, unplaced, _) in zip(
             orders, packing._compiled_best_fit(graph, limits, keys, orders)):
         expected = _reference_best_fit(graph, order, limits, keys)
         assert unplaced == []
