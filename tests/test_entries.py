@@ -273,9 +273,10 @@ def test_ilp_plans_keep_core_entries():
 
 def test_full_chips_repair_an_overflow_by_moving_one_small_block(monkeypatch):
     """On chips with no free core, a core a few entries over its limit is repaired by
-    moving one of its smaller blocks elsewhere: the plan fits one chip fewer than when
-    the only repair is to split the core (which needs a free core, or moves its last
-    blocks, often large ones, off the chip)."""
+    moving one of its smaller blocks elsewhere, or by moving another core of its chip
+    to a chip with a free core and splitting onto the core freed: the plan fits one
+    chip fewer than when the only repair is to split the core (which needs a free
+    core, or moves its last blocks, often large ones, off the chip)."""
     import partitioner.strategies.entries as entries
 
     graph = random_graph(3000, seed=2, large_fraction=0.5)
@@ -284,6 +285,7 @@ def test_full_chips_repair_an_overflow_by_moving_one_small_block(monkeypatch):
     check_plan(graph, plan, board)
     assert entries_fit(graph, plan, board)
     monkeypatch.setattr(entries, "_evict", lambda *args, **kwargs: False)
+    monkeypatch.setattr(entries, "_make_room", lambda *args, **kwargs: False)
     split_only = partition(graph, board=board, seed=2)
     assert plan.n_chips < split_only.n_chips
 
@@ -369,6 +371,40 @@ def test_relief_lets_a_core_leave_when_its_senders_have_no_entries_to_spare():
     assert on_cores == list(range(ctx.graph.n_blocks))
     for core in packed.cores:
         assert CoreBin.checked(ctx.graph, ctx.limits, ctx.keys, core.blocks) is not None
+
+
+def test_entry_repair_frees_a_core_on_a_full_chip():
+    """Cores moved off over-full chips without counting entries (as a repair that
+    finds no other way does) leave a core over its entries on a full chip, where
+    none of its blocks fits another chip either: another core of that chip moves,
+    whole, to a chip with a free core where every core keeps its entries, and the
+    over-full core is split onto the core freed. Without that, these 67 chips used
+    to be refused."""
+    from partitioner.strategies.entries import fit_entries
+
+    ctx, packed = full_chips(seed=6, cores=8, k=67)
+    k, cap = 67, ctx.cores_per_chip
+    counts = packed.cores_on_chips(k)
+    traffic = ctx.traffic
+    while (counts > cap).any():
+        chip = int(np.argmax(counts))
+        chips = packed.block_chip()
+
+        def flow(j):
+            blocks = packed.cores[j].blocks
+            return sum(np.bincount(chips[traffic[b].indices], weights=traffic[b].data,
+                                   minlength=k) for b in blocks)
+
+        j = min(packed.chip_cores(chip), key=lambda j: flow(j)[chip] - flow(j).sum() / k)
+        dest = int(np.argmax(np.where(counts < cap, flow(j), -np.inf)))
+        packed.move_core_checked(j, dest, check=False)
+        counts[chip] -= 1
+        counts[dest] += 1
+    assert packed.sync_entries().max() > 4096
+    assert fit_entries(packed) is None
+    assert packed.cores_on_chips(k).max() <= cap
+    assert_entries_tracked_and_within(packed)
+    check_plan(ctx.graph, packed_plan(ctx, packed), ctx.board)
 
 
 @settings(max_examples=25, deadline=None)
