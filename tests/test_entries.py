@@ -21,7 +21,7 @@ from partitioner.extract import build_model, extract
 from partitioner.graph import RESOURCES
 from partitioner.hardware import ChipSpec, get_board
 from partitioner.metrics import evaluate
-from partitioner.packing import check_plan, core_entries
+from partitioner.packing import CoreBin, check_plan, core_entries
 from partitioner.plan import Plan
 from partitioner.synthetic import random_graph
 
@@ -273,9 +273,10 @@ def test_ilp_plans_keep_core_entries():
 
 def test_full_chips_repair_an_overflow_by_moving_one_small_block(monkeypatch):
     """On chips with no free core, a core a few entries over its limit is repaired by
-    moving one of its smaller blocks elsewhere: the plan fits one chip fewer than when
-    the only repair is to split the core (which needs a free core, or moves its last
-    blocks, often large ones, off the chip)."""
+    moving one of its smaller blocks elsewhere, or by moving another core of its chip
+    to a chip with a free core and splitting onto the core freed: the plan fits one
+    chip fewer than when the only repair is to split the core (which needs a free
+    core, or moves its last blocks, often large ones, off the chip)."""
     import partitioner.strategies.entries as entries
 
     graph = random_graph(3000, seed=2, large_fraction=0.5)
@@ -284,5 +285,192 @@ def test_full_chips_repair_an_overflow_by_moving_one_small_block(monkeypatch):
     check_plan(graph, plan, board)
     assert entries_fit(graph, plan, board)
     monkeypatch.setattr(entries, "_evict", lambda *args, **kwargs: False)
+    monkeypatch.setattr(entries, "_make_room", lambda *args, **kwargs: False)
     split_only = partition(graph, board=board, seed=2)
     assert plan.n_chips < split_only.n_chips
+
+
+# --------------------------------------------------- repair of over-full chips
+def full_chips(n=2000, seed=3, cores=16, k=29, large_fraction=0.2):
+    """A METIS cut into ``k`` chips of ``cores`` cores, each chip packed: some chips
+    over-full, the plan as a whole nearly full (the fewest chips that fit)."""
+    from partitioner.packing import BlockKeys, effective_size
+    from partitioner.strategies.common import Context, pack_by_chip
+    from partitioner.strategies.metis import metis_parts
+
+    graph = random_graph(n, seed=seed, large_fraction=large_fraction)
+    board = get_board("pohoiki_springs").replace(chip=ChipSpec(cores=cores))
+    ctx = Context(graph=graph, board=board, limits=board.limits, keys=BlockKeys(graph),
+                  traffic=graph.symmetric_traffic(), sizes=effective_size(graph, board.limits),
+                  pins={}, seed=seed)
+    return ctx, pack_by_chip(ctx, metis_parts(ctx, k), k)
+
+
+def packed_plan(ctx, packed):
+    return Plan.from_assignment(packed.block_core, packed.core_chip,
+                                order=packed.on_core_order(), board="pohoiki_springs",
+                                fingerprint=ctx.graph.fingerprint())
+
+
+def assert_entries_tracked_and_within(packed):
+    tracked = np.array([core.used[OUT] for core in packed.cores])
+    recount = packed.sync_entries()
+    assert np.array_equal(tracked, recount)
+    assert recount.max() <= 4096
+
+
+def test_repair_of_overfull_chips_keeps_every_core_within_its_entries():
+    """Moving cores and blocks off over-full chips changes the entries of the cores
+    they leave behind and of those they join; every move is checked, so the repaired
+    plan needs no entry repair (here it used to leave cores over 4,096)."""
+    from partitioner.strategies.metis import repair_overfull
+
+    ctx, packed = full_chips()
+    k, cap = 29, ctx.cores_per_chip
+    counts = packed.cores_on_chips(k)
+    assert (counts > cap).sum() >= 10 and counts.sum() > 0.97 * k * cap
+    assert repair_overfull(packed, ctx, k)
+    assert packed.cores_on_chips(k).max() <= cap
+    assert_entries_tracked_and_within(packed)
+    check_plan(ctx.graph, packed_plan(ctx, packed), ctx.board)
+
+
+def test_fewest_chips_fit_when_the_repair_counts_entries():
+    """The same situation through `partition`: at 29 chips of 16 cores the chips are
+    full, so an overflow left by the repair of over-full chips could not be split
+    onto a free core, and 29 chips used to be refused (30 were needed)."""
+    graph = random_graph(2000, seed=1, large_fraction=0.2)
+    board = get_board("pohoiki_springs").replace(chip=ChipSpec(cores=16))
+    plan = partition(graph, board=board, seed=1, n_chips=29)
+    assert plan.n_chips == 29
+    check_plan(graph, plan, board)
+    assert entries_fit(graph, plan, board)
+
+
+def test_relief_lets_a_core_leave_when_its_senders_have_no_entries_to_spare():
+    """Packing fills cores up to their entries, so a core's departure often takes a
+    core that sends to it over 4,096; that core first gives a block to another core
+    of the chip (no entry changes), after which the departure fits."""
+    from partitioner.strategies.common import ChipRoom
+    from partitioner.strategies.metis import _relieve
+
+    ctx, packed = full_chips()
+    chips = packed.block_chip().copy()
+    blocked = [i for i in range(len(packed.cores)) if not packed.can_leave_chip(i)]
+    assert blocked
+    room = ChipRoom(packed, 29)
+    relieved = 0
+    for i in blocked:
+        if not packed.can_leave_chip(i) and _relieve(packed, i, room):
+            assert packed.can_leave_chip(i)
+            relieved += 1
+    assert relieved
+    assert np.array_equal(packed.block_chip(), chips)  # blocks moved within their chip
+    assert_entries_tracked_and_within(packed)
+    on_cores = sorted(b for core in packed.cores for b in core.blocks)
+    assert on_cores == list(range(ctx.graph.n_blocks))
+    for core in packed.cores:
+        assert CoreBin.checked(ctx.graph, ctx.limits, ctx.keys, core.blocks) is not None
+
+
+def test_entry_repair_frees_a_core_on_a_full_chip():
+    """Cores moved off over-full chips without counting entries (as a repair that
+    finds no other way does) leave a core over its entries on a full chip, where
+    none of its blocks fits another chip either: another core of that chip moves,
+    whole, to a chip with a free core where every core keeps its entries, and the
+    over-full core is split onto the core freed. Without that, these 67 chips used
+    to be refused."""
+    from partitioner.strategies.entries import fit_entries
+
+    ctx, packed = full_chips(seed=6, cores=8, k=67)
+    k, cap = 67, ctx.cores_per_chip
+    counts = packed.cores_on_chips(k)
+    traffic = ctx.traffic
+    while (counts > cap).any():
+        chip = int(np.argmax(counts))
+        chips = packed.block_chip()
+
+        def flow(j):
+            blocks = packed.cores[j].blocks
+            return sum(np.bincount(chips[traffic[b].indices], weights=traffic[b].data,
+                                   minlength=k) for b in blocks)
+
+        j = min(packed.chip_cores(chip), key=lambda j: flow(j)[chip] - flow(j).sum() / k)
+        dest = int(np.argmax(np.where(counts < cap, flow(j), -np.inf)))
+        packed.move_core_checked(j, dest, check=False)
+        counts[chip] -= 1
+        counts[dest] += 1
+    assert packed.sync_entries().max() > 4096
+    assert fit_entries(packed) is None
+    assert packed.cores_on_chips(k).max() <= cap
+    assert_entries_tracked_and_within(packed)
+    check_plan(ctx.graph, packed_plan(ctx, packed), ctx.board)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.integers(1, 8))
+def test_group_entry_changes_agree_with_a_recount(seed, size):
+    """Moving several blocks at once: each moved block's extra entries and those of
+    every block sending to them, as a recount for the new chips gives them."""
+    ctx, packed = _small_packed()
+    graph = ctx.graph
+    rng = np.random.default_rng(seed)
+    blocks = rng.choice(graph.n_blocks, size, replace=False)
+    # Some to a chip nobody is on (the "off its chip" of Packed.left_behind).
+    dests = rng.integers(0, packed.n_chips + 1, size)
+    before = packed.block_chip().copy()
+    after = before.copy()
+    after[blocks] = dests
+    change = graph.interchip_extra(after) - graph.interchip_extra(before)
+    own, senders, delta = packed.group_entry_changes(blocks, dests)
+    assert np.array_equal(own, change[blocks])
+    found = np.zeros(graph.n_blocks, dtype=np.int64)
+    np.add.at(found, senders, delta)
+    change[blocks] = 0
+    assert np.array_equal(found, change)
+
+
+def test_checked_core_moves_keep_entries_exact():
+    """`Packed.move_core_checked` moves a core only when every core stays within
+    its entries, and keeps each core's count equal to a recount."""
+    ctx, packed = _small_packed()
+    rng = np.random.default_rng(0)
+    moved = refused = 0
+    for _ in range(200):
+        i = int(rng.integers(len(packed.cores)))
+        dest = int(rng.integers(packed.n_chips))
+        if dest == packed.core_chip[i]:
+            continue
+        if packed.move_core_checked(i, dest):
+            moved += 1
+        else:
+            refused += 1
+        assert_entries_tracked_and_within(packed)
+    assert moved and refused
+
+
+_SMALL = {}
+
+
+def _small_packed():
+    """A fresh copy of a small packed plan whose cores are full of entries."""
+    from partitioner.packing import BlockKeys, effective_size
+    from partitioner.strategies.common import Context, Packed, pack_by_chip
+    from partitioner.strategies.metis import metis_parts
+
+    if not _SMALL:
+        graph = random_graph(400, seed=5, large_fraction=0.5)
+        board = get_board("nahuku8").replace(chip=ChipSpec(cores=16))
+        ctx = Context(graph=graph, board=board, limits=board.limits,
+                      keys=BlockKeys(graph), traffic=graph.symmetric_traffic(),
+                      sizes=effective_size(graph, board.limits), pins={}, seed=0)
+        packed = pack_by_chip(ctx, metis_parts(ctx, 8), 8)
+        _SMALL.update(ctx=ctx, cores=[list(c.blocks) for c in packed.cores],
+                      chips=list(packed.core_chip))
+    ctx = _SMALL["ctx"]
+    block_chip = np.empty(ctx.graph.n_blocks, dtype=np.int64)
+    for blocks, chip in zip(_SMALL["cores"], _SMALL["chips"]):
+        block_chip[blocks] = chip
+    ctx.keys.set_chips(block_chip)
+    cores = [CoreBin.of(ctx.graph, ctx.limits, ctx.keys, blocks) for blocks in _SMALL["cores"]]
+    return ctx, Packed(ctx, cores, _SMALL["chips"])

@@ -328,6 +328,128 @@ class Packed:
             self.add_block(b, int(self.block_core[target_bin.blocks[0]]))
         return True
 
+    # ------------------------------------------- several blocks changing chips
+    def group_entry_changes(self, blocks, dests):
+        """What moving ``blocks`` at once, each to its chip in ``dests``, does to output
+        axon entries (`entry_changes` for a group: the group's own targets and senders
+        count at their new chips).
+
+        Parameters
+        ----------
+        blocks : (n,) int array
+        dests : (n,) int array
+            New chip of each block (a chip no block is on, e.g. -1, for "off its
+            chip, anywhere": the senders left behind are then counted exactly).
+
+        Returns
+        -------
+        own : (n,) int64 ndarray
+            Change of each moved block's extra entries (from what it counts now).
+        senders : (m,) int64 ndarray
+            Blocks outside the group, with axons into it, whose extra entries change.
+        delta : (m,) int64 ndarray
+            Their change (+ for senders the group leaves behind, - for senders on
+            the chip a block joins).
+        """
+        g = self.ctx.graph
+        blocks = np.asarray(blocks, dtype=np.int64).reshape(-1)
+        dests = np.asarray(dests, dtype=np.int64).reshape(-1)
+        order = np.argsort(blocks)
+        sorted_blocks = blocks[order]
+
+        def in_group(x):
+            pos = np.minimum(np.searchsorted(sorted_blocks, x), sorted_blocks.size - 1)
+            return sorted_blocks[pos] == x, order[pos]
+
+        m = g.interchip_entries
+        idx, owner = _row_entries(m.indptr, blocks)
+        targets = m.indices[idx]
+        chips = self.block_chip(targets)
+        inside, which = in_group(targets)
+        chips[inside] = dests[which[inside]]
+        far = m.data[idx] * (chips != dests[owner])
+        own = np.bincount(owner, weights=far, minlength=blocks.size).astype(np.int64)
+        own -= self.ctx.keys.extra[blocks]
+        c = g.interchip_entries_csc
+        idx, owner = _row_entries(c.indptr, blocks)
+        senders = c.indices[idx].astype(np.int64)
+        keep = ~in_group(senders)[0]
+        senders, idx, owner = senders[keep], idx[keep], owner[keep]
+        if senders.size == 0:
+            return own, _NO_SENDERS[0], _NO_SENDERS[1]
+        weights = c.data[idx].astype(np.int64)
+        chips = self.block_chip(senders)
+        before = self.block_chip(blocks)[owner]
+        delta = weights * ((chips != dests[owner]).astype(np.int64) -
+                           (chips != before).astype(np.int64))
+        changed = delta != 0
+        return own, senders[changed], delta[changed]
+
+    def entries_fit(self, blocks, delta):
+        """Whether every core whose blocks' extra entries grow in all (by ``delta``,
+        summed over its ``blocks``) stays within its output axon entries."""
+        if blocks.size == 0 or delta.max() <= 0:
+            return True
+        cap = self.ctx.limits.out_axons
+        if blocks.size <= 64:  # a few: plain Python is faster than numpy
+            change = {}
+            for j, d in zip(self.block_core[blocks].tolist(), delta.tolist()):
+                change[j] = change.get(j, 0) + d
+            usage = self.usage()
+            return all(d <= 0 or usage[j, OUT_AXONS] + d <= cap for j, d in change.items())
+        cores, inverse = np.unique(self.block_core[blocks], return_inverse=True)
+        change = np.bincount(inverse, weights=delta, minlength=cores.size)
+        grow = change > 0
+        return bool(np.all(self.usage()[cores[grow], OUT_AXONS] + change[grow] <= cap))
+
+    def left_behind(self, i):
+        """``(senders, delta)``: the blocks of core ``i``'s chip, on other cores, with
+        axons into core ``i``'s blocks, and the entries each such axon adds to them
+        when the blocks leave the chip (wherever they go; a sender may repeat)."""
+        c = self.ctx.graph.interchip_entries_csc
+        idx, _ = _row_entries(c.indptr, np.asarray(self._cores[i].blocks, dtype=np.int64))
+        senders = c.indices[idx].astype(np.int64)
+        keep = (self.block_core[senders] != i) & \
+            (self.block_chip(senders) == self._core_chip[i])
+        return senders[keep], c.data[idx][keep].astype(np.int64)
+
+    def can_leave_chip(self, i):
+        """Whether all of core ``i``'s blocks may leave its chip: the cores of the
+        blocks left behind that send to them (one more entry per axon) stay within
+        their output axon entries. Where they go does not matter for these."""
+        return self.entries_fit(*self.left_behind(i))
+
+    def entries_on_chips(self, i, n_chips):
+        """(n_chips,) output axon entries core ``i`` would need on each chip, were it
+        moved there whole (its blocks' targets on that chip, or on core ``i``, take
+        no extra entry)."""
+        m = self.ctx.graph.interchip_entries
+        blocks = np.asarray(self._cores[i].blocks, dtype=np.int64)
+        idx, _ = _row_entries(m.indptr, blocks)
+        targets, weights = m.indices[idx], m.data[idx]
+        outside = self.block_core[targets] != i
+        targets, weights = targets[outside], weights[outside]
+        reach = np.bincount(self.block_chip(targets), weights=weights, minlength=n_chips)
+        base = self.usage()[i, OUT_AXONS] - self._cores[i].interchip
+        return (base + weights.sum() - reach[:n_chips]).astype(np.int64)
+
+    def move_core_checked(self, i, chip, check=True):
+        """Put core ``i`` on ``chip`` if every core stays within its output axon
+        entries: core ``i`` itself, counted on ``chip``, and the cores of the blocks
+        that send to it. Entries are updated; returns whether it moved. With
+        ``check=False`` the core moves whatever the entries (they are still
+        counted)."""
+        blocks = np.asarray(self._cores[i].blocks, dtype=np.int64)
+        own, senders, delta = self.group_entry_changes(blocks,
+                                                       np.full(blocks.size, int(chip)))
+        if check and (self.usage()[i, OUT_AXONS] + own.sum() > self.ctx.limits.out_axons
+                      or not self.entries_fit(senders, delta)):
+            return False
+        self.move_core(i, chip)
+        self.shift_entries(*_nonzero(np.concatenate([blocks, senders]),
+                                     np.concatenate([own, delta])))
+        return True
+
     # ------------------------------------------------------------ changes
     def move_core(self, i, chip):
         """Put core ``i`` on ``chip``."""
@@ -404,9 +526,16 @@ class Packed:
         return self._absorb(i, _TargetScan(self, [None], lambda _: targets,
                                            known={None: (targets, used)}))
 
-    def absorb_chips(self, i, chips, room=None):
+    def absorb_chips(self, i, chips, room=None, leave=None):
         """`absorb` into the cores of ``chips``: chip by chip in the given order, each
         chip's cores in index order, as if they were one list of targets.
+
+        Output axon entries are kept within the limit on every core: each block is
+        checked on each chip with its entries there (its targets on core ``i``
+        counted as on other chips: at most what they will be); once all have a
+        place, nothing moves unless the blocks left on core ``i``'s chip that send
+        to them keep their cores within their entries (``leave``); then every
+        entry is recounted exactly (`group_entry_changes`).
 
         Parameters
         ----------
@@ -417,22 +546,38 @@ class Packed:
             For each chip, at least the free room of any of its cores per resource;
             chips without room for a block are skipped for it (they could not take
             it anyway).
+        leave : callable, optional
+            ``leave()`` -> whether core ``i``'s blocks may leave their chip, asked
+            once they all have a place (it may change the other cores of that chip,
+            e.g. to make room); default `can_leave_chip`.
         """
         chips = np.asarray(chips, dtype=np.int64)
         if room is None:
             chips = chips.tolist()
-        return self._absorb(i, _TargetScan(self, chips, self.chip_cores, room))
+        leave = leave or (lambda: self.can_leave_chip(i))
+        return self._absorb(i, _TargetScan(self, chips, self.chip_cores, room,
+                                           entries=True), leave)
 
-    def _absorb(self, i, scan):
+    def _absorb(self, i, scan, ready=None):
         blocks = sorted(self._cores[i].blocks, key=lambda b: -self.ctx.sizes[b])
         need = self._shared_need(blocks)
         for b, res in zip(blocks, need):
             if not scan.place(b, res):
+                scan.restore()
                 return False
+        if ready is not None and not ready():
+            scan.restore()
+            return False
+        if scan.entries:
+            dests = [scan.group_of[b] for b in blocks]
+            own, senders, delta = self.group_entry_changes(blocks, dests)
         for j, cand in scan.staged.items():
             self.replace_core(j, cand)
             self.block_core[cand.blocks] = j
         self.delete_core(i)
+        if scan.entries:
+            self.shift_entries(*_nonzero(np.concatenate([blocks, senders]),
+                                         np.concatenate([own, delta])))
         return True
 
     def _shared_need(self, blocks):
@@ -449,11 +594,31 @@ class Packed:
 _NO_SENDERS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
+def _row_entries(indptr, rows):
+    """Positions of every stored entry of ``rows`` of a compressed matrix, and the
+    index in ``rows`` each belongs to."""
+    if rows.size == 1:
+        start, stop = indptr[rows[0]], indptr[rows[0] + 1]
+        return np.arange(start, stop), np.zeros(stop - start, dtype=np.int64)
+    start = indptr[rows]
+    lengths = indptr[rows + 1] - start
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(rows.size), lengths)
+    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(start, lengths) + offsets, owner
+
+
+def _nonzero(blocks, delta):
+    """``(blocks, delta)`` without the blocks whose change is 0."""
+    keep = delta != 0
+    return blocks[keep], delta[keep]
+
+
 class _TargetScan:
     """Where `Packed.absorb` puts blocks: groups of target cores in order, each read
     when first needed, with the changes staged on copies of the cores."""
 
-    def __init__(self, packed, groups, cores_of, room=None, known=None):
+    def __init__(self, packed, groups, cores_of, room=None, known=None, entries=False):
         self.packed = packed
         self.groups = groups
         self.cores_of = cores_of
@@ -462,6 +627,11 @@ class _TargetScan:
         # group -> (its cores, their usage with staged changes)
         self.read = dict(known or {})
         self.staged = {}  # core index -> staged copy
+        #: Groups are chips other than the blocks' own: each block is charged its
+        #: extra output axon entries on the chip it is tried on (`_chip_extras`).
+        self.entries = entries
+        self.extra_before = {}  # block -> its extra entries before it was staged
+        self.group_of = {}  # block -> group it was staged in
 
     def _group(self, group):
         found = self.read.get(group)
@@ -470,22 +640,37 @@ class _TargetScan:
             found = self.read[group] = (cores, self.packed.usage()[cores])
         return found
 
-    def _groups_for(self, res):
-        """The groups that may have room for ``res``."""
+    def _groups_for(self, res, out=None):
+        """The groups that may have room for ``res`` (output axon entries ``out[g]``
+        on group ``g``, if given)."""
         if self.room is None:
             return self.groups
         fits = np.ones(self.room.shape[0], dtype=bool)
         for r, amount in enumerate(res.tolist()):
-            fits &= self.room[:, r] >= amount
+            if out is None or r != OUT_AXONS:
+                fits &= self.room[:, r] >= amount
+        if out is not None:
+            fits &= self.room[:, OUT_AXONS] >= out
         return self.groups[fits[self.groups]].tolist()
 
     def place(self, b, res):
         """Stage block ``b`` (needing ``res``) on the first target it fits; False if
         none of the first `WINDOW` targets with room for it takes it."""
         tried = 0
-        for group in self._groups_for(res):
+        keys = self.packed.ctx.keys
+        extra = out = None
+        if self.entries:
+            self.extra_before.setdefault(b, keys.extra_of(b))
+            extra = self._chip_extras(b)
+            out = int(self.packed.ctx.graph.resources[b, OUT_AXONS]) + extra
+        for group in self._groups_for(res, out):
+            need = res
+            if extra is not None:
+                need = res.copy()
+                need[OUT_AXONS] = out[group]
+                keys.set_block_extra(b, int(extra[group]))
             cores, used = self._group(group)
-            room = np.flatnonzero(np.all(used + res <= self.cap, axis=1))
+            room = np.flatnonzero(np.all(used + need <= self.cap, axis=1))
             for pos in room[:WINDOW - tried].tolist():
                 j = cores[pos]
                 cand = self.staged.get(j, self.packed.cores[j])
@@ -494,11 +679,35 @@ class _TargetScan:
                         self.staged[j] = cand = cand.copy()
                     cand.add(b)
                     used[pos] = cand.used
+                    self.group_of[b] = group
                     return True
             tried += min(room.size, WINDOW - tried)
             if tried >= WINDOW:
                 break
         return False
+
+    def _chip_extras(self, b):
+        """(chips,) block ``b``'s extra output axon entries on each chip, with its
+        targets where they are now (so blocks still to be placed count as on other
+        chips: at least what they will be)."""
+        packed = self.packed
+        if self.room is not None:
+            n = self.room.shape[0]
+        else:
+            n = max([packed.n_chips] + [g + 1 for g in self.groups])
+        m = packed.ctx.graph.interchip_entries
+        start, stop = m.indptr[b], m.indptr[b + 1]
+        weights = m.data[start:stop]
+        reach = np.bincount(packed.block_chip(m.indices[start:stop]), weights=weights,
+                            minlength=n)
+        return (int(weights.sum()) - reach[:n]).astype(np.int64)
+
+    def restore(self):
+        """Give the blocks tried their extra output axon entries back (nothing staged
+        is kept)."""
+        keys = self.packed.ctx.keys
+        for b, extra in self.extra_before.items():
+            keys.set_block_extra(b, extra)
 
 
 class ChipRoom:

@@ -3,9 +3,11 @@
 An axon whose target block is on another chip takes one more output axon config entry
 on its core (``docs/rules.md``). A core packed for one chip assignment can therefore
 overflow when a block it sends to moves to another chip. Strategies pack each chip for
-the assignment they chose (`BlockKeys.set_chips`) and refinement checks every core a
-move touches (`Packed.move_block`), but a few steps change chips after packing (repair
-of over-full chips, cores cut across chips after packing, the baselines).
+the assignment they chose (`BlockKeys.set_chips`), and the repair of over-full chips
+(`metis.repair_overfull`) and refinement check every core a move touches
+(`Packed.move_core_checked`, `Packed.move_block`), but a few steps change chips after
+packing unchecked (cores cut across chips after packing, the baselines, a repair of
+over-full chips where no core could leave without an overflow).
 `fit_entries` is the last word: it recounts every core for the final assignment and
 repairs what overflows.
 
@@ -15,7 +17,9 @@ repairs what overflows.
    cores of the same chip, or to new cores while the chip has free cores. Moving a
    block between cores of one chip changes nobody's entries, so this creates no new
    overflow. On a full chip a block moves to the chip it exchanges most traffic with
-   that takes it, checked like a refinement move.
+   that takes it, checked like a refinement move; failing that, another core of the
+   chip moves, whole, to a chip with a free core where every core keeps its entries,
+   and the block takes the core freed.
 """
 
 from __future__ import annotations
@@ -221,9 +225,44 @@ def _split(packed, i, max_cores, keep_chips, choose_core):
         full = len(packed.chip_cores(chip)) >= max_cores
         packed.new_core(b, chip)
         if full and not _move_elsewhere(packed, b, chip, max_cores, keep_chips,
-                                        choose_core):
+                                        choose_core) and \
+                not _make_room(packed, chip, {i, int(packed.block_core[b])}, max_cores):
             return False
     return True
+
+
+def _make_room(packed, chip, keep, max_cores):
+    """Free a core of ``chip``, which holds one more than ``max_cores``: one of its
+    other cores (not in ``keep``, no pinned block) moves, whole, to the chip with a
+    free core it exchanges most traffic with where every core keeps its output axon
+    entries (`Packed.can_leave_chip`, `Packed.move_core_checked`); cores least
+    attached to ``chip`` first. Whether one moved."""
+    ctx = packed.ctx
+    n = packed.n_chips
+    has_room = packed.cores_on_chips(n) < max_cores
+    if not has_room.any():
+        return False
+    traffic, chips = ctx.traffic, packed.block_chip()
+    cap = ctx.limits.out_axons
+    candidates = []
+    for j in packed.chip_cores(chip):
+        blocks = packed.cores[j].blocks
+        if j in keep or any(b in ctx.pins for b in blocks):
+            continue
+        rows = [slice(traffic.indptr[b], traffic.indptr[b + 1]) for b in blocks]
+        neighbours = np.concatenate([traffic.indices[r] for r in rows])
+        weights = np.concatenate([traffic.data[r] for r in rows])
+        flow = np.bincount(chips[neighbours], weights=weights, minlength=n)
+        candidates.append((float(flow[chip]), j, flow))
+    for _, j, flow in sorted(candidates, key=lambda c: c[:2]):
+        if not packed.can_leave_chip(j):
+            continue
+        fits = has_room & (packed.entries_on_chips(j, n) <= cap)
+        order = np.lexsort((np.arange(n), -flow))
+        for dest in order[fits[order]].tolist():
+            if packed.move_core_checked(j, dest):
+                return True
+    return False
 
 
 def _move_elsewhere(packed, b, chip, max_cores, keep_chips, choose_core):

@@ -24,8 +24,9 @@ from scipy.optimize import linear_sum_assignment
 
 import scipy.sparse as sp
 
-from partitioner.packing import pack
+from partitioner.packing import CoreBin, pack
 from partitioner.strategies.common import (
+    OUT_AXONS,
     ChipRoom,
     Packed,
     interchip_spikes,
@@ -42,6 +43,9 @@ TARGET_FILL = 0.95
 CORE_FIRST_MAX_BLOCKS = 5_000
 #: Imbalance allowed between chips when a plan spreads over every chip.
 BALANCED = 0.05
+#: `repair_overfull` tries to dissolve this many cores of the over-full chip at each
+#: step (least attached first, skipping cores it failed to dissolve before).
+DISSOLVE_TRIES = 4
 
 
 def _integer_edge_weights(data):
@@ -166,9 +170,23 @@ def repair_overfull(packed, ctx, n_chips):
 
     On the most over-full chip, the core with the least traffic to the rest of its
     chip is dissolved: its blocks go into existing cores with room, on any chip, most
-    traffic first. When that fails, the whole core moves to the chip with a free core
+    traffic first. When that fails, a whole core moves to the chip with a free core
     it talks to most. Cores holding pinned blocks stay on their chip. Each step costs
     time in proportion to the over-full chip's traffic and the chips it fills.
+
+    Every step keeps every core within its output axon entries, which change as
+    blocks change chips (an axon to another chip takes one more entry). Blocks, or
+    a whole core, only go where they fit with their entries there
+    (`Packed.absorb_chips`, `Packed.move_core_checked`), and a core only leaves its
+    chip if the blocks it leaves behind that send to it keep their cores within
+    their entries (`Packed.can_leave_chip`). Packing fills cores up to their
+    entries, so such a core often has none to spare: it first gives one of its
+    blocks to another core of the chip that has (`_relieve`; moving a block within
+    a chip changes nobody's entries). Only when no core of the chip can go without
+    an overflow does the least attached core move regardless (the overflow is left
+    to `strategies.entries.fit_entries`). ``packed`` must count entries for its
+    chips (as `pack_by_chip` leaves it, or after `Packed.sync_entries`); so it
+    still does afterwards.
     """
     cap = ctx.cores_per_chip
     pinned = set(ctx.pins)
@@ -177,6 +195,10 @@ def repair_overfull(packed, ctx, n_chips):
         return False
     counts = packed.cores_on_chips(n_chips)
     room = ChipRoom(packed, n_chips)
+    # Cores (`CoreBin` objects) each way of shedding failed for. Chips only fill up,
+    # and the entries an over-full chip's cores have to spare only shrink, while it
+    # sheds cores: a failure is not tried again.
+    failed = _Failed()
     while True:
         over = np.flatnonzero(counts > cap)
         if over.size == 0:
@@ -190,18 +212,148 @@ def repair_overfull(packed, ctx, n_chips):
         flow = _core_chip_flow(packed, ctx.traffic, n_chips, movable)
         # Least attached to its own chip first (relative to the mean over chips).
         rank = np.argsort(flow[:, chip] - flow.sum(axis=1) / n_chips, kind="stable")
-        if any(_dissolve(packed, movable[r], flow[r], chip, room) for r in rank[:8].tolist()):
+        fresh = [r for r in rank.tolist() if packed.cores[movable[r]] not in failed.dissolved]
+        if any(failed.dissolve(packed, movable[r], flow[r], chip, room)
+               for r in fresh[:DISSOLVE_TRIES]):
             counts[chip] -= 1
             continue
         has_room = counts < cap
         if not has_room.any():
             return False
-        i, flow_i = movable[rank[0]], flow[rank[0]]
-        dest = int(np.argmax(np.where(has_room, flow_i, -np.inf)))
-        packed.move_core(i, dest)
+        dest = _move_a_core(packed, movable, flow, rank, has_room, failed, room)
+        if dest is None:
+            # No core can go without an overflow: the least attached goes to the
+            # chip with a free core it talks to most, as `fit_entries` may still
+            # repair the overflow (a core split onto a free core of its chip).
+            i, flow_i = movable[rank[0]], flow[rank[0]]
+            dest = int(np.argmax(np.where(has_room, flow_i, -np.inf)))
+            packed.move_core_checked(i, dest, check=False)
         room.update([chip, dest])
         counts[chip] -= 1
         counts[dest] += 1
+
+
+class _Failed:
+    """The cores each way of shedding a core failed for (see `repair_overfull`)."""
+
+    def __init__(self):
+        self.dissolved = set()
+        self.moved = set()
+        self.relieved = set()
+
+    def dissolve(self, packed, i, flow, chip, room):
+        """`_dissolve`, unless it failed for core ``i`` before."""
+        core = packed.cores[i]
+        if core in self.dissolved:
+            return False
+        if _dissolve(packed, i, flow, chip, room):
+            return True
+        self.dissolved.add(core)
+        return False
+
+
+def _move_a_core(packed, movable, flow, rank, has_room, failed, room):
+    """Move one of the ``movable`` cores of an over-full chip, taken in ``rank``
+    order, to the chip with a free core it talks to most where every core keeps its
+    output axon entries; the chip it went to, or None.
+
+    Cores that may leave their chip as they are come first; then cores whose
+    departure would overflow the cores they leave behind, after relief
+    (`_relieve`). Relief moves stay made even when the core then finds no chip:
+    each keeps every rule and changes nobody's entries."""
+    for r in rank.tolist():
+        i = movable[r]
+        core = packed.cores[i]
+        if core in failed.moved:
+            continue
+        failed.moved.add(core)
+        if packed.can_leave_chip(i):
+            dest = _move_core(packed, i, flow[r], has_room)
+            if dest is not None:
+                return dest
+    for r in rank.tolist():
+        i = movable[r]
+        core = packed.cores[i]
+        if core in failed.relieved:
+            continue
+        failed.relieved.add(core)
+        if not packed.can_leave_chip(i) and _relieve(packed, i, room):
+            dest = _move_core(packed, i, flow[r], has_room)
+            if dest is not None:
+                return dest
+    return None
+
+
+def _move_core(packed, i, flow, has_room):
+    """Move core ``i``, whose blocks may leave their chip, to the chip with a free
+    core it talks to most (``flow``) where it keeps its output axon entries; that
+    chip, or None."""
+    fits = has_room & (packed.entries_on_chips(i, has_room.size) <=
+                       packed.ctx.limits.out_axons)
+    scores = np.where(fits, flow, -np.inf)
+    for dest in np.argsort(-scores, kind="stable")[:np.count_nonzero(fits)].tolist():
+        if packed.move_core_checked(i, dest):
+            return dest
+    return None
+
+
+def _relieve(packed, i, room):
+    """Make room for core ``i``'s blocks to leave their chip: every core of the chip
+    that their departure would take over its output axon entries (its blocks send to
+    them: one more entry per axon) moves one of its blocks to another core of the
+    chip, one that keeps both cores within their entries once core ``i`` has gone.
+    Moving a block between cores of a chip changes nobody's entries. Whether every
+    such core was relieved (``room``, a `ChipRoom`, is updated)."""
+    ctx = packed.ctx
+    senders, delta = packed.left_behind(i)
+    gain = {}
+    for s, d in zip(senders.tolist(), delta.tolist()):
+        gain[s] = gain.get(s, 0) + d
+    change = {}
+    for s, d in gain.items():
+        j = int(packed.block_core[s])
+        change[j] = change.get(j, 0) + d
+    cap = ctx.limits.out_axons
+    usage = packed.usage()
+    over = [j for j, d in change.items() if usage[j, OUT_AXONS] + d > cap]
+    chip = packed.core_chip[i]
+    others = [j for j in packed.chip_cores(chip) if j != i]
+    relieved = all(_relieve_core(packed, j, gain, change, others) for j in over)
+    if over:
+        room.update([chip])
+    return relieved
+
+
+def _relieve_core(packed, j, gain, change, others):
+    """Move the smallest block of core ``j`` that leaves it within its entries (after
+    ``change``) to another of the ``others`` cores (its chip) where it fits now and
+    after its own ``gain``; whether one moved (``change`` is updated)."""
+    ctx = packed.ctx
+    g, keys = ctx.graph, ctx.keys
+    cap = ctx.limits.out_axons
+    blocks = list(packed.cores[j].blocks)
+    if len(blocks) < 2:
+        return False
+    targets = np.array([t for t in others if t != j], dtype=np.int64)
+    limit = ctx.limits.capacity_vector()
+    for b in sorted(blocks, key=lambda x: (float(ctx.sizes[x]), x)):
+        rest = CoreBin.checked(g, ctx.limits, keys, [x for x in blocks if x != b])
+        if rest is None or rest.used[OUT_AXONS] + change[j] - gain.get(b, 0) > cap:
+            continue
+        need = keys.shared_need()[b]
+        usage = packed.usage()[targets]
+        after = np.array([change.get(t, 0) for t in targets.tolist()], dtype=np.int64)
+        room = np.all(usage + need <= limit, axis=1) & \
+            (usage[:, OUT_AXONS] + need[OUT_AXONS] + gain.get(b, 0) + after <= cap)
+        for t in targets[room].tolist():
+            if packed.cores[t].fits(b):
+                packed.replace_core(j, rest)
+                packed.block_core[b] = -1
+                packed.add_block(b, t)
+                change[j] -= gain.get(b, 0)
+                change[t] = change.get(t, 0) + gain.get(b, 0)
+                return True
+    return False
 
 
 def _core_chip_flow(packed, traffic, n_chips, cores):
@@ -222,15 +374,22 @@ def _core_chip_flow(packed, traffic, n_chips, cores):
 def _dissolve(packed, i, flow, chip, room):
     """Spread core ``i``'s blocks over existing cores of other chips; all or nothing.
 
-    Target chips are taken most traffic first (``room`` is a `ChipRoom`).
+    Target chips are taken most traffic first (``room`` is a `ChipRoom`). Once
+    every block has a place, the cores of ``chip`` that send to them are relieved
+    where their entries would overflow (`_relieve`).
     """
     order = np.argsort(-flow, kind="stable")
     order = order[order != chip]
     blocks = np.asarray(packed.cores[i].blocks, dtype=np.int64)
-    if not packed.absorb_chips(i, order, room.room):
+    if not packed.absorb_chips(i, order, room.room, leave=lambda: _may_leave(packed, i, room)):
         return False
     room.update(packed.block_chip(blocks).tolist() + [chip])
     return True
+
+
+def _may_leave(packed, i, room):
+    """Whether core ``i``'s blocks may leave their chip, after relief if needed."""
+    return packed.can_leave_chip(i) or _relieve(packed, i, room)
 
 
 def core_first(ctx, k):
@@ -256,6 +415,7 @@ def core_first(ctx, k):
         sizes = np.ones(m)
         parts = metis_call(core_traffic, sizes, k, ctx, pinned, fill=1.0)
         packed.core_chip = [int(c) for c in parts]
+        packed.sync_entries()
     return packed if repair_overfull(packed, ctx, k) else None
 
 
