@@ -230,15 +230,8 @@ def _tables_fit(keys, n_keys, j, ptr, indices, b, table_cap, table_start):
         if a == z:
             continue
         n = n_keys[j, t]
-        base = table_start[t]
         for e in range(a, z):
-            k = indices[e]
-            held = False
-            for q in range(base, base + n_keys[j, t]):
-                if keys[j, q] == k:
-                    held = True
-                    break
-            if not held:
+            if not _holds(keys, n_keys, j, t, table_start[t], indices[e]):
                 n += 1
         if n > table_cap[t]:
             return False
@@ -252,11 +245,15 @@ def _add_keys(keys, n_keys, j, ptr, indices, b, table_start):
         base = table_start[t]
         for e in range(ptr[t, b], ptr[t, b + 1]):
             k = indices[e]
-            held = False
-            for q in range(base, base + n_keys[j, t]):
-                if keys[j, q] == k:
-                    held = True
-                    break
-            if not held:
+            if not _holds(keys, n_keys, j, t, base, k):
                 keys[j, base + n_keys[j, t]] = k
                 n_keys[j, t] += 1
+
+
+@njit(cache=True)
+def _holds(keys, n_keys, j, t, base, k):
+    """Whether table ``t`` of core ``j`` (stored from ``base``) holds key ``k``."""
+    for q in range(base, base + n_keys[j, t]):
+        if keys[j, q] == k:
+            return True
+    return False

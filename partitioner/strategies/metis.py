@@ -261,26 +261,18 @@ def _move_a_core(packed, movable, flow, rank, has_room, failed, room):
     departure would overflow the cores they leave behind, after relief
     (`_relieve`). Relief moves stay made even when the core then finds no chip:
     each keeps every rule and changes nobody's entries."""
-    for r in rank.tolist():
-        i = movable[r]
-        core = packed.cores[i]
-        if core in failed.moved:
-            continue
-        failed.moved.add(core)
-        if packed.can_leave_chip(i):
-            dest = _move_core(packed, i, flow[r], has_room)
-            if dest is not None:
-                return dest
-    for r in rank.tolist():
-        i = movable[r]
-        core = packed.cores[i]
-        if core in failed.relieved:
-            continue
-        failed.relieved.add(core)
-        if not packed.can_leave_chip(i) and _relieve(packed, i, room):
-            dest = _move_core(packed, i, flow[r], has_room)
-            if dest is not None:
-                return dest
+    for tried, relieved in ((failed.moved, False), (failed.relieved, True)):
+        for r in rank.tolist():
+            i = movable[r]
+            core = packed.cores[i]
+            if core in tried:
+                continue
+            tried.add(core)
+            leaves = packed.can_leave_chip(i)
+            if (not leaves and _relieve(packed, i, room)) if relieved else leaves:
+                dest = _move_core(packed, i, flow[r], has_room)
+                if dest is not None:
+                    return dest
     return None
 
 
