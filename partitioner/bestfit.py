@@ -50,7 +50,6 @@ class PackInput:
         self.first_ptr, self.first_keys = _stacked(keys, [f for f, _ in tables])
         self.shared_ptr, self.shared_keys = _stacked(keys, [s for _, s in tables])
 
-
     def set_extra(self, graph, extra):
         """Charge every block ``extra`` output axon entries for other chips."""
         value = graph.resources[:, _OUT_AXONS] + extra

@@ -277,8 +277,10 @@ class _Scorer:
 
     def key(self, pos):
         """Lexicographic score (smaller is better) for the objective."""
-        hop = self.hop_cost(pos)
-        link = float(self.loads(pos).max())
+        return self.ordered(self.hop_cost(pos), float(self.loads(pos).max()))
+
+    def ordered(self, hop, link):
+        """The score of a placement with hop cost ``hop`` and busiest link ``link``."""
         return (link, hop) if self.objective == "max_link" else (hop, link)
 
 
@@ -606,8 +608,7 @@ class _Loads:
         self.hop = scorer.hop_cost(pos)
 
     def key(self, pos):
-        link = float(self.loads.max())
-        return (link, self.hop) if self.scorer.objective == "max_link" else (self.hop, link)
+        return self.scorer.ordered(self.hop, float(self.loads.max()))
 
     def _routed(self, pos, flows):
         src, dst, w = self.scorer.flows
@@ -624,9 +625,7 @@ class _Loads:
         new_loads, new_hop = self._routed(trial, flows)
         loads = self.loads - old_loads + new_loads
         hop = self.hop - old_hop + new_hop
-        link = float(loads.max())
-        key = (link, hop) if self.scorer.objective == "max_link" else (hop, link)
-        return key, loads, hop
+        return self.scorer.ordered(hop, float(loads.max())), loads, hop
 
     def accept(self, pos, loads, hop):
         self.pos, self.loads, self.hop = pos, loads, hop
