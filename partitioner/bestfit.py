@@ -19,7 +19,7 @@ from numba import njit
 
 from partitioner.graph import RESOURCES
 
-__all__ = ["PackInput", "pack_parts"]
+__all__ = ["PackInput", "pack_parts", "cores_with_room"]
 
 _SYN_BITS = RESOURCES.index("synapse_bits")
 _OUT_AXONS = RESOURCES.index("out_axons")
@@ -256,3 +256,26 @@ def _holds(keys, n_keys, j, t, base, k):
         if keys[j, q] == k:
             return True
     return False
+
+
+@njit(cache=True)
+def cores_with_room(usage, closed, cores, need, capacity):
+    """The cores among ``cores`` that are not ``closed`` (nonzero: they take no other
+    block) and whose ``usage`` plus ``need`` is within ``capacity`` in every
+    resource, in the order given.
+
+    One call screens a chip's cores for a block in about a microsecond, where the
+    same numpy expression costs tens (its per-call overhead, on ~128 x 4 arrays).
+    """
+    out = np.empty(cores.size, dtype=np.int64)
+    n = 0
+    for c in cores:
+        if closed[c]:
+            continue
+        for r in range(capacity.size):
+            if usage[c, r] + need[r] > capacity[r]:
+                break
+        else:
+            out[n] = c
+            n += 1
+    return out[:n]

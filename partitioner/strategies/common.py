@@ -12,6 +12,8 @@ from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit_many
 
 SYNAPSE_BITS = RESOURCES.index("synapse_bits")
 OUT_AXONS = RESOURCES.index("out_axons")
+#: Column of `Packed._rows` after the resources: whether a core holds a block alone.
+_ALONE = len(RESOURCES)
 
 __all__ = ["Packed", "Context", "pack_by_chip", "chip_traffic", "interchip_spikes"]
 
@@ -100,6 +102,7 @@ class Packed:
         self._core_chip = [int(c) for c in chips]
         self._chip_array = None
         self._on_chip = None
+        self._chip_arrays = {}
 
     def _chips(self):
         """(n_cores,) chip of each core (a view; do not keep it across changes)."""
@@ -121,13 +124,29 @@ class Packed:
     def usage(self):
         """(n_cores, 4) resources each core uses (a view; do not keep it across
         changes)."""
+        return self._rows()[:, :_ALONE]
+
+    def alone_cores(self):
+        """(n_cores,) 1 where a core holds a block that must be alone (it takes no
+        other block), else 0 (a view; do not keep it across changes)."""
+        return self._rows()[:, _ALONE]
+
+    def _rows(self):
+        """(n_cores, 5): `usage` and `alone_cores` side by side, kept as cores change."""
         n = len(self._cores)
         if self._usage is None or self._usage.shape[0] < n:
-            usage = np.zeros((max(2 * n, 16), len(RESOURCES)), dtype=np.int64)
+            rows = np.zeros((max(2 * n, 16), _ALONE + 1), dtype=np.int64)
             if n:
-                usage[:n] = [core.used for core in self._cores]
-            self._usage = usage
+                rows[:n, :_ALONE] = [core.used for core in self._cores]
+                rows[:n, _ALONE] = [core.alone for core in self._cores]
+            self._usage = rows
         return self._usage[:n]
+
+    def _record(self, i, core):
+        """Record core ``i``'s usage after a change."""
+        if self._usage is not None:
+            self._usage[i, :_ALONE] = core.used
+            self._usage[i, _ALONE] = core.alone
 
     def replace_core(self, i, core):
         """Replace core ``i`` by ``core`` on the same chip and record its usage.
@@ -135,8 +154,7 @@ class Packed:
         ``core`` holds some of core ``i``'s blocks; set `block_core` of the others
         before placing them elsewhere."""
         self._cores[i] = core
-        if self._usage is not None:
-            self._usage[i] = core.used
+        self._record(i, core)
 
     def _append(self, core, chip):
         """Append ``core`` on ``chip``; returns its index."""
@@ -147,12 +165,12 @@ class Packed:
             if i == self._chip_array.size:
                 self._chip_array = np.concatenate([self._chip_array, self._chip_array])
             self._chip_array[i] = chip
-        if self._usage is not None:
-            if i == self._usage.shape[0]:
-                self._usage = np.concatenate([self._usage, self._usage])
-            self._usage[i] = core.used
+        if self._usage is not None and i == self._usage.shape[0]:
+            self._usage = np.concatenate([self._usage, self._usage])
+        self._record(i, core)
         if self._on_chip is not None:
             self._on_chip.setdefault(int(chip), set()).add(i)
+        self._chip_arrays.pop(int(chip), None)
         return i
 
     # ------------------------------------------------------------ queries
@@ -169,7 +187,16 @@ class Packed:
 
     def chip_cores(self, chip):
         """Indices of the cores on ``chip``, ascending."""
-        return sorted(self._chip_sets().get(int(chip), ()))
+        return self.chip_core_array(chip).tolist()
+
+    def chip_core_array(self, chip):
+        """(m,) int64 indices of the cores on ``chip``, ascending (do not modify)."""
+        chip = int(chip)
+        found = self._chip_arrays.get(chip)
+        if found is None:
+            found = np.array(sorted(self._chip_sets().get(chip, ())), dtype=np.int64)
+            self._chip_arrays[chip] = found
+        return found
 
     def cores_by_chip(self):
         """List, per chip, of the indices of its cores."""
@@ -461,6 +488,8 @@ class Packed:
         if self._on_chip is not None:
             self._on_chip[old].discard(i)
             self._on_chip.setdefault(chip, set()).add(i)
+            self._chip_arrays.pop(old, None)
+            self._chip_arrays.pop(chip, None)
 
     def remove_block(self, b):
         """Take block ``b`` off its core; an emptied core is deleted."""
@@ -482,6 +511,8 @@ class Packed:
             if i != last:
                 self._on_chip[last_chip].discard(last)
                 self._on_chip[last_chip].add(i)
+            self._chip_arrays.pop(chip, None)
+            self._chip_arrays.pop(last_chip, None)
         if i != last:
             self._cores[i] = self._cores[last]
             self._core_chip[i] = last_chip
@@ -497,8 +528,7 @@ class Packed:
         """Append block ``b`` to an existing core."""
         core = self._cores[core_index]
         core.add(b)
-        if self._usage is not None:
-            self._usage[core_index] = core.used
+        self._record(core_index, core)
         self.block_core[b] = core_index
 
     def new_core(self, b, chip):

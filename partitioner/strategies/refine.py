@@ -12,9 +12,12 @@ from the plan and from a few random starts, keeping the result only if it is bet
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import scipy.sparse as sp
 
+from partitioner.bestfit import cores_with_room
 from partitioner.packing import WINDOW
 from partitioner.strategies.common import chip_traffic
 from partitioner.strategies.entries import fit_entries
@@ -29,25 +32,34 @@ def _neighbour_flow(traffic, b, block_chip, n_chips):
 
 
 def _target_core(packed, b, cores, traffic):
-    """The core among ``cores`` that ``b`` fits, most traffic first; None if none."""
-    if not cores:
+    """The core among ``cores`` (those of one chip) that ``b`` fits, most traffic
+    first; None if none.
+
+    Only cores with room for ``b``'s resources that may take another block are
+    tried (on full chips most cores have too few compartments left, and on models
+    with learning many hold a block alone): those it talks to most, then the others
+    in order, up to `WINDOW` of each.
+    """
+    # A block that must be alone joins no core that has blocks.
+    if not cores or packed.ctx.keys.info(b)[2]:
         return None
+    roomy = cores_with_room(packed.usage(), packed.alone_cores(),
+                            packed.chip_core_array(packed.core_chip[cores[0]]),
+                            packed.ctx.keys.shared_need()[b], packed.capacity)
+    if roomy.size == 0:
+        return None
+    bins = packed.cores
+    open_ = set(roomy.tolist())
     start, stop = traffic.indptr[b], traffic.indptr[b + 1]
-    core_chip = packed.core_chip
-    chip = core_chip[cores[0]]  # the cores of one chip
     affinity = {}
     near = packed.block_core[traffic.indices[start:stop]].tolist()
     for i, w in zip(near, traffic.data[start:stop].tolist()):
-        if i >= 0 and core_chip[i] == chip:
+        if i in open_:
             affinity[i] = affinity.get(i, 0.0) + w
-    # The cores it talks to most, then the chip's other cores in order.
     ranked = sorted(affinity, key=affinity.get, reverse=True)[:WINDOW]
-    ranked += [i for i in cores[:2 * WINDOW] if i not in affinity][:WINDOW]
-    # Screen the resources of all candidates at once; full checks only where they fit.
-    need = packed.ctx.keys.shared_need()[b]
-    room = np.all(packed.usage()[ranked] + need <= packed.capacity, axis=1)
-    for i, ok in zip(ranked, room.tolist()):
-        if ok and packed.cores[i].fits(b):
+    others = (i for i in roomy.tolist() if i not in affinity)
+    for i in itertools.chain(ranked, itertools.islice(others, WINDOW)):
+        if bins[i].fits(b):
             return i
     return None
 
