@@ -165,7 +165,20 @@ def test_improving_blocks_equal_dense_reference():
     gain = dense.max(axis=1) - own
     cand = np.flatnonzero(gain > 0)
     expected = cand[np.argsort(-gain[cand], kind="stable")]
-    assert np.array_equal(refine._improving_blocks(traffic, block_chip, 5), expected)
+    to_chip = chip_traffic(traffic, block_chip, 5)
+    assert np.array_equal(refine._improving_blocks(to_chip, block_chip), expected)
+
+
+def test_better_chips_from_row_equal_recounted():
+    graph = random_graph(800, seed=4)
+    traffic = graph.symmetric_traffic()
+    block_chip = np.random.default_rng(2).integers(0, 6, graph.n_blocks)
+    to_chip = chip_traffic(traffic, block_chip, 6)
+    to_chip.sort_indices()
+    for b in range(graph.n_blocks):
+        own = int(block_chip[b])
+        assert refine._better_in_row(to_chip, b, own) == \
+            refine._better_chips(traffic, b, block_chip, 6)
 
 
 def test_core_chip_flow_equals_dense_reference():

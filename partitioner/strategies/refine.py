@@ -25,10 +25,26 @@ from partitioner.strategies.entries import fit_entries
 __all__ = ["refine", "consolidate", "fm_refine", "cluster_refine"]
 
 
-def _neighbour_flow(traffic, b, block_chip, n_chips):
+def _better_chips(traffic, b, block_chip, n_chips):
+    """Chips ``b`` exchanges more traffic with than with its own, most first (ties in
+    chip order)."""
     start, stop = traffic.indptr[b], traffic.indptr[b + 1]
-    nbrs = traffic.indices[start:stop]
-    return np.bincount(block_chip[nbrs], traffic.data[start:stop], minlength=n_chips)
+    flow = np.bincount(block_chip[traffic.indices[start:stop]], traffic.data[start:stop],
+                       minlength=n_chips)
+    better = np.flatnonzero(flow > flow[block_chip[b]])
+    return better[np.argsort(-flow[better], kind="stable")].tolist()
+
+
+def _better_in_row(to_chip, b, own):
+    """`_better_chips` from row ``b`` of a block x chip traffic matrix with sorted
+    indices (valid while none of ``b``'s neighbours has moved)."""
+    start, stop = to_chip.indptr[b], to_chip.indptr[b + 1]
+    chips = to_chip.indices[start:stop].tolist()
+    flows = to_chip.data[start:stop].tolist()
+    mine = next((f for c, f in zip(chips, flows) if c == own), 0.0)
+    better = [(c, f) for c, f in zip(chips, flows) if f > mine]
+    better.sort(key=lambda cf: -cf[1])
+    return [c for c, _ in better]
 
 
 def _target_core(packed, b, cores, traffic):
@@ -119,15 +135,21 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
     for _ in range(max_passes):
         block_chip = packed.block_chip()
         chip_blocks = np.bincount(block_chip, minlength=n_chips)
-        candidates = _improving_blocks(traffic, block_chip, n_chips)
+        to_chip = chip_traffic(traffic, block_chip, n_chips)
+        to_chip.sort_indices()
+        candidates = _improving_blocks(to_chip, block_chip)
+        # Blocks next to a block moved in this pass: their row of to_chip is stale.
+        stale = np.zeros(block_chip.size, dtype=bool)
         moves = 0
         for b in candidates.tolist():
-            if b in pinned or (keep_chips and chip_blocks[block_chip[b]] == 1):
-                continue
-            flow = _neighbour_flow(traffic, b, block_chip, n_chips)
             own = int(block_chip[b])
-            better = np.flatnonzero(flow > flow[own])
-            for dest in better[np.argsort(-flow[better], kind="stable")].tolist():
+            if b in pinned or (keep_chips and chip_blocks[own] == 1):
+                continue
+            if stale[b]:
+                better = _better_chips(traffic, b, block_chip, n_chips)
+            else:
+                better = _better_in_row(to_chip, b, own)
+            for dest in better:
                 state = (version[dest], version[n_chips])
                 if failed.get((b, dest)) == state:
                     continue
@@ -136,6 +158,7 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                     chip_blocks[own] -= 1
                     chip_blocks[dest] += 1
                     block_chip[b] = dest
+                    stale[traffic.indices[traffic.indptr[b]:traffic.indptr[b + 1]]] = True
                     moves += 1
                     version[[own, dest]] += 1
                     if len(packed.cores) < total_cores:
@@ -293,9 +316,9 @@ def _move_cluster(packed, ctx, blocks, src, dest, cap):
     return True
 
 
-def _improving_blocks(traffic, block_chip, n_chips):
-    """Blocks with another chip they send more traffic to than their own, best first."""
-    to_chip = chip_traffic(traffic, block_chip, n_chips)
+def _improving_blocks(to_chip, block_chip):
+    """Blocks with another chip they send more traffic to than their own, best first
+    (``to_chip``: block x chip traffic, `chip_traffic`)."""
     n = block_chip.size
     rows = np.repeat(np.arange(n), np.diff(to_chip.indptr))
     own = to_chip.indices == block_chip[rows]
