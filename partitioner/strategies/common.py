@@ -288,12 +288,7 @@ class Packed:
     def senders_fit(self, senders, delta):
         """Whether the cores of ``senders`` stay within their output axon entries after
         their extra entries change by ``delta``."""
-        if senders.size == 0 or delta.max() <= 0:
-            return True
-        cores, inverse = np.unique(self.block_core[senders], return_inverse=True)
-        change = np.bincount(inverse, weights=delta, minlength=cores.size)
-        cap = self.ctx.limits.out_axons
-        return bool(np.all(self.usage()[cores, OUT_AXONS] + change <= cap))
+        return self.entries_fit(senders, delta)
 
     def shift_entries(self, senders, delta):
         """Apply the change of `entry_changes` to the senders and their cores."""
@@ -335,7 +330,8 @@ class Packed:
                 return False
         extra = self._extra_on(b, dest)
         keys.set_block_extra(b, extra)
-        target = choose_core(b, cores)
+        # Monotone: the cores ranked before ``found`` do not take b with more entries.
+        target = found if full and self._cores[found].fits(b) else choose_core(b, cores)
         if target is None and (full or self.ctx.graph.resources[b, OUT_AXONS] + extra >
                                self.ctx.limits.out_axons):
             keys.set_block_extra(b, before)
