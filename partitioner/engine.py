@@ -117,7 +117,7 @@ def partition(graph, n_chips=None, board="nahuku32", strategy="metis", seed=0,
                           _canonical_pins(pins, order), spread, refine_plan, progress,
                           improve, options)
     if canonical is not graph:
-        plan = plan.renumbered(np.argsort(order.ranks), block_order=order)
+        plan = plan.renumbered(order.blocks, block_order=order)
     return plan.remember_graph(graph)
 
 
@@ -133,7 +133,7 @@ def _canonical(graph):
     order = block_order(graph)
     if np.array_equal(order.ranks, np.arange(graph.n_blocks)):
         return order, graph
-    return order, reordered(graph, np.argsort(order.ranks))
+    return order, reordered(graph, order.blocks)
 
 
 def _canonical_pins(pins, order):

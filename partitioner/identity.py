@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 
 __all__ = [
     "FINGERPRINT_PARTS",
@@ -69,6 +70,9 @@ _SALT_NAMES = (
 )
 _SALTS = {name: _U((i * 0x632BE59BD9B4E019 + 0x2545F4914F6CDD1D) % 2**64)
           for i, name in enumerate(_SALT_NAMES)}
+_SALT_BLOCK = _SALTS["block"]
+#: Salts of `_multiset`'s two lanes.
+_LANE0, _LANE1 = _U(0x5DEECE66D), _U(0xB)
 #: Config kinds whose key ids share one space (own and widened synapse formats).
 _KEY_SPACES = {
     "compartment_cfgs": "compartment_cfgs",
@@ -81,8 +85,14 @@ _KEY_SPACES = {
 
 def _mix(x):
     """splitmix64 of every element (uint64 in, uint64 out; the input is not changed)."""
+    z = np.array(x, dtype=_U, ndmin=1)  # a copy, worked on in place
+    _mix_inplace(z)
+    return z if np.ndim(x) else z[0]
+
+
+def _mix_inplace(z):
+    """`_mix` of a uint64 array, written over it (one temporary, no other copies)."""
     with np.errstate(over="ignore"):
-        z = np.array(x, dtype=_U, ndmin=1)  # a copy, worked on in place
         z += _GOLDEN
         t = z >> _U(30)
         z ^= t
@@ -92,7 +102,16 @@ def _mix(x):
         z *= _M2
         np.right_shift(z, _U(31), out=t)
         z ^= t
-        return z if np.ndim(x) else z[0]
+    return z
+
+
+@njit(inline="always")
+def _mix1(z):
+    """`_mix` of one uint64, for compiled code (same wraparound arithmetic)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> _U(30))) * _M1
+    z = (z ^ (z >> _U(27))) * _M2
+    return z ^ (z >> _U(31))
 
 
 def _bits(values):
@@ -100,13 +119,20 @@ def _bits(values):
     return (np.asarray(values, dtype=np.float64) + 0.0).view(_U)
 
 
+def _raw(column):
+    """A column's values as uint64 words: `_bits` of floats, integers as int64."""
+    column = np.asarray(column)
+    if column.dtype.kind == "f":
+        return _bits(column)
+    return column.astype(np.int64).view(_U)
+
+
 def _combine(columns):
     """One colour per row from integer or float columns."""
     h = np.full(len(columns[0]), _SALTS["block"], dtype=_U)
     for col in columns:
-        col = np.asarray(col)
-        raw = _bits(col) if col.dtype.kind == "f" else col.astype(np.int64).view(_U)
-        h = _mix(h ^ raw)
+        h ^= _raw(col)
+        _mix_inplace(h)
     return h
 
 
@@ -115,16 +141,18 @@ class _Structure:
     """Blocks, config keys and host inputs as one graph of coloured nodes.
 
     Nodes ``0 .. n_blocks - 1`` are blocks, then the config keys of every key space,
-    then host inputs. Each incidence is stored at both ends, as (node, neighbour,
-    salt) with a salt naming its kind (and the axon count of an edge).
+    then host inputs. Incidences come in groups, each a CSR matrix of edges ``a -> b``
+    (row ``r`` is node ``a0 + r``, column ``c`` node ``b0 + c``) with a salt naming
+    the kind of each end (and, for axons, the axon count); every edge counts at both
+    ends. The groups are the graph's own matrices, not copied into incidence lists.
     """
 
     def __init__(self, graph):
         n = self.n_blocks = graph.n_blocks
-        src, dst, salt = [], [], []
-        ax = sp.coo_matrix(graph.axons)
-        w = _mix(_bits(ax.data))
-        self._link(src, dst, salt, ax.row, ax.col, w ^ _SALTS["out"], w ^ _SALTS["in"])
+        self.groups = []
+        ax = sp.csr_matrix(graph.axons)
+        self._link(ax.indptr, ax.indices, 0, 0, _mix(_bits(ax.data)), _SALTS["out"],
+                   _SALTS["in"])
         # Key nodes: one range per key space, then core and noise keys.
         ranges = {}
         offset = n
@@ -134,27 +162,26 @@ class _Structure:
             ranges[space] = (offset, size)
             offset += size
         for kind, space in _KEY_SPACES.items():
-            m = sp.coo_matrix(graph.configs[kind])
-            kind_salt = np.full(m.nnz, _mix(_SALTS[kind]), dtype=_U)
-            self._link(src, dst, salt, m.row, ranges[space][0] + m.col, kind_salt,
+            m = sp.csr_matrix(graph.configs[kind])
+            kind_salt = _mix(_SALTS[kind])
+            self._link(m.indptr, m.indices, 0, ranges[space][0], None, kind_salt,
                        kind_salt ^ _SALTS["user"])
         for kind in ("core_key", "noise_key"):
             keys = np.asarray(getattr(graph, kind), dtype=np.int64)
-            has = np.flatnonzero(keys >= 0)
-            kind_salt = np.full(has.size, _mix(_SALTS[kind]), dtype=_U)
+            has = keys >= 0
+            # One row per block: its key, or nothing.
+            indptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(has, out=indptr[1:])
+            kind_salt = _mix(_SALTS[kind])
             ranges[kind] = (offset, int(keys.max(initial=-1)) + 1)
-            self._link(src, dst, salt, has, offset + keys[has], kind_salt,
+            self._link(indptr, keys[has], 0, offset, None, kind_salt,
                        kind_salt ^ _SALTS["user"])
             offset += ranges[kind][1]
-        inp = sp.coo_matrix(graph.input_axons)
-        w = _mix(_bits(inp.data))
-        self._link(src, dst, salt, offset + inp.row, inp.col, w ^ _SALTS["input_out"],
-                   w ^ _SALTS["input_in"])
+        inp = sp.csr_matrix(graph.input_axons)
+        self._link(inp.indptr, inp.indices, offset, 0, _mix(_bits(inp.data)),
+                   _SALTS["input_out"], _SALTS["input_in"])
         self.n_nodes = offset + graph.n_inputs
-
-        self.source = np.concatenate(src)
-        self.neighbour = np.concatenate(dst)
-        self.salt = np.concatenate(salt)
+        self.n_incidences = 2 * sum(g[1].size for g in self.groups)
 
         colours = np.full(self.n_nodes, _SALTS["input"], dtype=_U)
         colours[:n] = _combine([*graph.resources.T, graph.shared_synapse_bits,
@@ -163,16 +190,18 @@ class _Structure:
             colours[start:start + size] = _mix(_SALTS["key"] ^ _SALTS[name])
         self.initial = colours
 
-    @staticmethod
-    def _link(src, dst, salt, a, b, salt_ab, salt_ba):
-        a = np.asarray(a, dtype=np.int64)
-        b = np.asarray(b, dtype=np.int64)
-        src += [a, b]
-        dst += [b, a]
-        salt += [np.asarray(salt_ab, dtype=_U), np.asarray(salt_ba, dtype=_U)]
+    def _link(self, indptr, indices, a0, b0, weights, salt_ab, salt_ba):
+        """Add the edges of a CSR structure; ``weights`` per entry, or None (0)."""
+        nnz = int(indptr[-1])
+        weights = np.zeros(0, dtype=_U) if weights is None else weights[:nnz]
+        self.groups.append((indptr, indices[:nnz], weights, int(a0), int(b0),
+                            _U(salt_ab), _U(salt_ba)))
 
     def refine(self, colours):
         """Colours refined until no colour class splits any more.
+
+        Each round, every node's colour becomes a hash of its colour and the sum (a
+        multiset hash) of its incidences' ``_mix(neighbour colour + salt)``.
 
         Returns
         -------
@@ -180,15 +209,19 @@ class _Structure:
         rounds : int
             Refinement rounds run.
         """
-        count = np.unique(colours).size
+        count = _n_distinct(colours)
+        buffer = np.empty(max((g[1].size for g in self.groups), default=0), dtype=_U)
         rounds = 0
         while True:
             rounds += 1
             sums = np.zeros(self.n_nodes, dtype=_U)
+            for group in self.groups:
+                _add_incidences(sums, colours, *group, buffer)
             with np.errstate(over="ignore"):
-                np.add.at(sums, self.source, _mix(colours[self.neighbour] + self.salt))
-                new = _mix(colours * _M1 + _mix(sums))
-            new_count = np.unique(new).size
+                new = colours * _M1
+                new += _mix_inplace(sums)
+            _mix_inplace(new)
+            new_count = _n_distinct(new)
             if new_count == count:
                 return colours, rounds
             colours, count = new, new_count
@@ -196,7 +229,55 @@ class _Structure:
     @property
     def size(self):
         """Nodes plus incidences: the work of one refinement round."""
-        return self.n_nodes + self.neighbour.size
+        return self.n_nodes + self.n_incidences
+
+
+@njit(cache=True)
+def _add_incidences(sums, colours, indptr, indices, weights, a0, b0, salt_ab, salt_ba,
+                    buffer):
+    """``sums[a] += _mix(colours[b] + salt_ab)`` and ``sums[b] += _mix(colours[a] +
+    salt_ba)`` for every edge ``a -> b`` of one group, where each salt is the
+    entry's weight (0 without weights) xor the group's salt for that end.
+
+    The neighbours' colours are gathered, and the sums scattered, in passes of their
+    own: a loop of independent loads runs several times faster on large graphs than
+    loads interleaved with the hashing.
+    """
+    weighted = weights.size > 0
+    for j in range(indices.size):
+        buffer[j] = colours[b0 + indices[j]]
+    for r in range(indptr.size - 1):
+        a = a0 + r
+        own = colours[a]
+        total = _U(0)
+        for j in range(indptr[r], indptr[r + 1]):
+            w = weights[j] if weighted else _U(0)
+            total += _mix1(buffer[j] + (w ^ salt_ab))
+            buffer[j] = _mix1(own + (w ^ salt_ba))
+        sums[a] += total
+    for j in range(indices.size):
+        sums[b0 + indices[j]] += buffer[j]
+
+
+@njit(cache=True)
+def _n_distinct(values):
+    """``np.unique(values).size`` of a uint64 array, by open addressing (no sort)."""
+    size = 16
+    while size < 2 * values.size:
+        size *= 2
+    mask = _U(size - 1)
+    table = np.empty(size, dtype=values.dtype)
+    used = np.zeros(size, dtype=np.bool_)
+    count = 0
+    for v in values:
+        slot = _mix1(v) & mask  # values may be structured (equal high bits)
+        while used[slot] and table[slot] != v:
+            slot = (slot + _U(1)) & mask
+        if not used[slot]:
+            used[slot] = True
+            table[slot] = v
+            count += 1
+    return count
 
 
 # ------------------------------------------------------------------ caching
@@ -256,8 +337,8 @@ def _multiset(columns):
     """Order-independent digest (32 hex digits) of the rows of ``columns``."""
     rows = _row_hashes(columns) if len(columns[0]) else np.zeros(0, dtype=_U)
     with np.errstate(over="ignore"):
-        lanes = [_mix(rows ^ _U(lane)).sum(dtype=_U) for lane in (0x5DEECE66D, 0xB)]
-    return f"{rows.size}:" + "".join(f"{int(x):016x}" for x in lanes)
+        lanes = [_mix(rows ^ lane).sum(dtype=_U) for lane in (_LANE0, _LANE1)]
+    return _lanes_text(rows.size, lanes)
 
 
 def _parts(graph):
@@ -405,6 +486,16 @@ class BlockOrder:
         return cls(ranks=np.asarray(data["ranks"], dtype=np.int64),
                    digest=str(data["digest"]), exact=bool(data.get("exact", True)))
 
+    @property
+    def blocks(self):
+        """The block at each canonical position (the inverse permutation of `ranks`).
+
+        Returns
+        -------
+        (n_blocks,) int64 ndarray
+        """
+        return _inverse(self.ranks)
+
     def mapping(self, other):
         """For each block of this order's model, the block of ``other``'s model at
         the same canonical position.
@@ -418,9 +509,7 @@ class BlockOrder:
         -------
         (n_blocks,) int64 ndarray
         """
-        inverse = np.empty_like(other.ranks)
-        inverse[other.ranks] = np.arange(other.ranks.size)
-        return inverse[self.ranks]
+        return other.blocks[self.ranks]
 
 
 def block_order(graph):
@@ -445,18 +534,19 @@ def _block_order(graph):
     budget = max(MIN_WORK, WORK_ROUNDS * s.size)
     exact = True
     work = 0
-    while n:
-        values, inverse, counts = np.unique(colours[:n], return_inverse=True,
-                                            return_counts=True)
-        tied = np.flatnonzero(counts > 1)
-        if tied.size == 0:
+    while True:
+        # Canonical order: by colour, blocks of equal colour by index.
+        order = np.argsort(colours[:n], kind="stable")
+        in_order = colours[order]
+        ties = in_order[1:] == in_order[:-1]
+        if not ties.any():
             break
         if work >= budget:
             exact = False
             break
         # The smallest tied colour: its first block in each connected part of the
         # model that has one (parts are told apart at once: copies of a sub-network).
-        members = np.flatnonzero(inverse.reshape(-1) == tied[0])
+        members = np.flatnonzero(colours[:n] == in_order[np.argmax(ties)])
         if component is None:
             component = _components(graph)
         members = members[np.unique(component[members], return_index=True)[1]]
@@ -465,9 +555,17 @@ def _block_order(graph):
                                 ^ np.arange(1, members.size + 1, dtype=_U))
         colours, rounds = s.refine(colours)
         work += rounds * s.size
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[np.lexsort((np.arange(n), colours[:n]))] = np.arange(n)
-    return BlockOrder(ranks=ranks, digest=_canonical_digest(graph, ranks), exact=exact)
+    ranks = _inverse(order)
+    return BlockOrder(ranks=ranks, digest=_canonical_digest(graph, ranks, order),
+                      exact=exact)
+
+
+def _inverse(permutation):
+    """The inverse of a permutation of ``0 .. n - 1`` (as ``np.argsort``, no sort)."""
+    permutation = np.asarray(permutation)
+    inverse = np.empty(permutation.size, dtype=np.int64)
+    inverse[permutation] = np.arange(permutation.size)
+    return inverse
 
 
 def _components(graph):
@@ -477,18 +575,16 @@ def _components(graph):
     return connected_components(graph.axons, directed=True, connection="weak")[1]
 
 
-def _canonical_digest(graph, ranks):
-    """Hash of the graph's structure with block ``b`` renumbered ``ranks[b]``."""
-    order = np.argsort(ranks)
+def _canonical_digest(graph, ranks, order):
+    """Hash of the graph's structure with block ``b`` renumbered ``ranks[b]``;
+    ``order`` is the inverse of ``ranks`` (the block at each position)."""
     key_spaces = []
     for space in dict.fromkeys(_KEY_SPACES.values()):
         kinds = [k for k, sp_ in _KEY_SPACES.items() if sp_ == space]
-        width = max(graph.configs[k].shape[1] for k in kinds)
-        # Kinds of one space share key ids: renumber them together.
-        stacked = sp.vstack([sp.csr_matrix(graph.configs[k][order], shape=(
-            graph.n_blocks, width)) for k in kinds])
-        key_spaces.append(_first_use(stacked))
-    ax = sp.coo_matrix(graph.axons)
+        key_spaces.append(_first_use([sp.csr_matrix(graph.configs[k]) for k in kinds],
+                                     ranks))
+    ax = sp.csr_matrix(graph.axons)
+    ranks_u = np.ascontiguousarray(ranks, dtype=np.int64).view(_U)
     inp = sp.coo_matrix(graph.input_axons)
     return _text([
         graph.resources[order], graph.shared_synapse_bits[order],
@@ -496,11 +592,36 @@ def _canonical_digest(graph, ranks):
         graph.pop16_in_limit[order],
         _relabel(np.asarray(graph.core_key)[order]),
         _relabel(np.asarray(graph.noise_key)[order], missing=-1),
-        _multiset([ranks[ax.row], ranks[ax.col], ax.data]),
+        # The multiset of (source rank, target rank, axons) over the edges.
+        _lanes_text(ax.nnz, _edge_lanes(ax.indptr, ax.indices[:ax.nnz],
+                                        _raw(ax.data[:ax.nnz]), ranks_u)),
         # Host inputs are unordered: compare the multiset of their axon rows.
         _multiset(_input_rows(inp, ranks)),
         *key_spaces,
     ])
+
+
+def _lanes_text(count, lanes):
+    """`_multiset`'s text from a row count and its two lane sums."""
+    return f"{count}:" + "".join(f"{int(x):016x}" for x in lanes)
+
+
+@njit(cache=True)
+def _edge_lanes(indptr, indices, bits, ranks):
+    """`_multiset` lane sums of the rows ``(ranks[row], ranks[col], data)`` of a CSR
+    matrix (``bits``: its data as `_raw`; ``ranks`` as uint64)."""
+    targets = np.empty(indices.size, dtype=_U)
+    for j in range(indices.size):  # gathered in a pass of its own (see _add_incidences)
+        targets[j] = ranks[indices[j]]
+    lane0 = _U(0)
+    lane1 = _U(0)
+    for r in range(indptr.size - 1):
+        source = _mix1(_SALT_BLOCK ^ ranks[r])
+        for j in range(indptr[r], indptr[r + 1]):
+            h = _mix1(_mix1(source ^ targets[j]) ^ bits[j])
+            lane0 += _mix1(h ^ _LANE0)
+            lane1 += _mix1(h ^ _LANE1)
+    return lane0, lane1
 
 
 def _input_rows(inp, ranks):
@@ -517,21 +638,86 @@ def _relabel(values, missing=None):
     values = np.asarray(values, dtype=np.int64)
     keep = np.ones(values.size, dtype=bool) if missing is None else values != missing
     out = values.copy()
-    if keep.any():
-        uniq, first, inverse = np.unique(values[keep], return_index=True,
-                                         return_inverse=True)
+    kept = values[keep]
+    if not kept.size:
+        return out
+    low, high = int(kept.min()), int(kept.max())
+    if high - low <= 4 * kept.size:
+        # Ids from a small range (the usual case): first positions by table, no sort.
+        at = kept - low
+        first = np.full(high - low + 1, kept.size, dtype=np.int64)
+        np.minimum.at(first, at, np.arange(kept.size))
+        seen = np.flatnonzero(first < kept.size)
+        label = np.empty(first.size, dtype=np.int64)
+        label[seen[np.argsort(first[seen], kind="stable")]] = np.arange(seen.size)
+        out[keep] = label[at]
+    else:
+        uniq, first, inverse = np.unique(kept, return_index=True, return_inverse=True)
         rank = np.empty(uniq.size, dtype=np.int64)
         rank[np.argsort(first, kind="stable")] = np.arange(uniq.size)
         out[keep] = rank[inverse.reshape(-1)]
     return out
 
 
-def _first_use(matrix):
-    """Digest of a key matrix with keys renumbered by first use (rows in order)."""
-    m = sp.csr_matrix(matrix, dtype=np.int8)
-    m.sum_duplicates()
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    return _multiset([rows, _relabel(m.indices)])
+def _first_use(matrices, ranks):
+    """Digest of key matrices (of one key space, stacked) with block ``b`` renumbered
+    ``ranks[b]`` and keys renumbered by first use.
+
+    The same text as `_multiset` of (stacked row, key's first-use number) over the
+    distinct keys of each row, block ``b`` of ``matrices[t]`` being stacked row ``t *
+    n + ranks[b]``, and keys numbered in order of first use, stacked rows first, then
+    keys in increasing order. The rows are read in their own order, not the
+    canonical one (random row access is slow on large graphs).
+    """
+    n = ranks.size
+    width = max(m.shape[1] for m in matrices)
+    canonical = []
+    for m in matrices:
+        # A new matrix on the same arrays, so the format check is not cached on the
+        # graph's own matrix.
+        m = sp.csr_matrix((m.data, m.indices, m.indptr), shape=m.shape)
+        if not m.has_canonical_format:  # rows unsorted or with repeated keys
+            m = m.copy()
+            m.sum_duplicates()
+        canonical.append(m)
+    never = np.iinfo(np.int64).max
+    first = np.full(width, never, dtype=np.int64)
+    for t, m in enumerate(canonical):
+        _key_first_uses(m.indptr, m.indices, ranks, t * n, width, first)
+    used = np.flatnonzero(first < never)
+    labels = np.full(width, -1, dtype=np.int64)
+    labels[used[np.argsort(first[used])]] = np.arange(used.size)
+    lanes = np.zeros(2, dtype=_U)
+    for t, m in enumerate(canonical):
+        _key_lanes(m.indptr, m.indices, ranks, t * n, labels, lanes)
+    return _lanes_text(sum(m.nnz for m in canonical), lanes)
+
+
+@njit(cache=True)
+def _key_first_uses(indptr, indices, ranks, row0, width, first):
+    """Lower ``first[key]`` to the key's first use in one key matrix: ``(stacked row)
+    * width + key`` (see `_first_use`)."""
+    for r in range(indptr.size - 1):
+        row = (row0 + ranks[r]) * width
+        for j in range(indptr[r], indptr[r + 1]):
+            key = indices[j]
+            first[key] = min(first[key], row + key)
+
+
+@njit(cache=True)
+def _key_lanes(indptr, indices, ranks, row0, labels, lanes):
+    """Add the rows ``(stacked row, labels[key])`` of one key matrix to `_multiset`'s
+    two lane sums ``lanes`` (see `_first_use`)."""
+    lane0 = lanes[0]
+    lane1 = lanes[1]
+    for r in range(indptr.size - 1):
+        row = _mix1(_SALT_BLOCK ^ _U(row0 + ranks[r]))
+        for j in range(indptr[r], indptr[r + 1]):
+            h = _mix1(row ^ _U(labels[indices[j]]))
+            lane0 += _mix1(h ^ _LANE0)
+            lane1 += _mix1(h ^ _LANE1)
+    lanes[0] = lane0
+    lanes[1] = lane1
 
 
 # ------------------------------------------------------------- renumbering
@@ -557,62 +743,119 @@ def reordered(graph, order):
     Returns
     -------
     TrafficGraph
+
+    Raises
+    ------
+    ValueError
+        ``order`` is not a permutation of the blocks.
     """
     import dataclasses
 
     order = np.asarray(order, dtype=np.int64)
     n = graph.n_blocks
+    if order.shape != (n,) or (n and (order.min() < 0 or order.max() >= n)):
+        raise ValueError(f"order must be a permutation of {n} blocks")
+    inverse = np.full(n, -1, dtype=np.int64)
+    inverse[order] = np.arange(n)
+    if n and inverse.min() < 0:
+        raise ValueError(f"order must be a permutation of {n} blocks (it repeats one)")
     values = {}
-    patterns = _Patterns(order)
+    permutation = _Permutation(order, inverse)
     for f in dataclasses.fields(graph):
         value = getattr(graph, f.name)
         if f.name in _INPUT_FIELDS:
-            values[f.name] = value[:, order] if sp.issparse(value) else value
+            values[f.name] = permutation.columns(value) if sp.issparse(value) else value
         else:
-            values[f.name] = _reordered_field(f.name, value, order, n, patterns)
+            values[f.name] = _reordered_field(f.name, value, n, permutation)
     return type(graph)(**values)
 
 
-class _Patterns:
-    """Block x block matrices renumbered by one permutation; matrices with the same
-    sparsity pattern (the edge matrices of a graph mostly share one) reuse where its
-    entries went instead of permuting again."""
+class _Permutation:
+    """Renumbers blocks in sparse matrices and lists, as scipy's fancy indexing
+    (``m[order]``, ``m[:, order]``) would, entries kept in their order in each row.
 
-    def __init__(self, order):
+    Block x block matrices with the same sparsity pattern (the edge matrices of a
+    graph mostly share one) reuse where its entries went instead of permuting again.
+    """
+
+    def __init__(self, order, inverse):
         self.order = order
-        self.seen = []  # (pattern matrix, its entries' source positions after reordering)
+        self.inverse = inverse
+        # (pattern matrix, new indptr, new indices, old positions of the new entries)
+        self.seen = []
+        self.done = {}  # id(matrix) -> (matrix, renumbered)
 
-    def reordered(self, m):
-        for pattern, source in self.seen:
+    def rows(self, m):
+        """``m[order]`` of a CSR matrix: (indptr, old positions of the new entries)."""
+        lengths = np.diff(m.indptr)[self.order]
+        indptr = np.zeros(self.order.size + 1, dtype=m.indptr.dtype)
+        np.cumsum(lengths, out=indptr[1:])
+        # Entry k of new row i is entry k of old row order[i].
+        shift = m.indptr[self.order].astype(np.int64) - indptr[:-1]
+        positions = np.repeat(shift, lengths)
+        positions += np.arange(positions.size)
+        return indptr, positions
+
+    def reordered_rows(self, m):
+        """``m[order]`` of a CSR matrix."""
+        indptr, positions = self.rows(m)
+        return sp.csr_matrix((m.data[positions], m.indices[positions], indptr),
+                             shape=m.shape)
+
+    def both(self, value):
+        """``value[order][:, order]`` of a square sparse matrix, as CSR.
+
+        The same matrix object gives the same result object again (a graph's derived
+        work matrices are its spike matrix itself, and stay one matrix).
+        """
+        found = self.done.get(id(value))
+        if found is not None:
+            return found[1]
+        m = sp.csr_matrix(value)
+        for pattern, indptr, indices, positions in self.seen:
             if (np.array_equal(m.indptr, pattern.indptr) and
                     np.array_equal(m.indices, pattern.indices)):
                 break
         else:
-            # Positions counted from 1: an entry 0 could be taken for an empty one.
-            positions = sp.csr_matrix(
-                (np.arange(1, m.nnz + 1, dtype=np.int64), m.indices, m.indptr),
-                shape=m.shape)
-            source = positions[self.order][:, self.order]
-            source.data -= 1
-            self.seen.append((m, source))
-        return sp.csr_matrix((m.data[source.data], source.indices, source.indptr),
-                             shape=m.shape)
+            indptr, positions = self.rows(m)
+            indices = self.inverse[m.indices[positions]].astype(m.indices.dtype)
+            self.seen.append((m, indptr, indices, positions))
+        out = sp.csr_matrix((m.data[positions], indices, indptr), shape=m.shape)
+        self.done[id(value)] = (value, out)  # value kept alive: its id stays unique
+        return out
+
+    def columns(self, m):
+        """``m[:, order]`` of a sparse matrix."""
+        if m.format != "csr":
+            return m[:, self.order]
+        nnz = m.nnz
+        return sp.csr_matrix((m.data[:nnz].copy(),
+                              self.inverse[m.indices[:nnz]].astype(m.indices.dtype),
+                              m.indptr.copy()), shape=m.shape)
+
+    def items(self, value):
+        """``[value[i] for i in order]`` of a list."""
+        # Items visited in their order and put in place, rather than fetched in the
+        # new order: touching a million objects in random order is twice as slow.
+        out = [None] * len(value)
+        for i, item in zip(self.inverse.tolist(), value):
+            out[i] = item
+        return out
 
 
-def _reordered_field(name, value, order, n, patterns):
+def _reordered_field(name, value, n, permutation):
     if isinstance(value, dict):
-        return {k: _reordered_field(f"{name}[{k}]", v, order, n, patterns)
+        return {k: _reordered_field(f"{name}[{k}]", v, n, permutation)
                 for k, v in value.items()}
     if sp.issparse(value):
-        m = sp.csr_matrix(value)
-        if m.shape == (n, n):
-            return patterns.reordered(m)
-        if m.shape[0] == n:
-            return m[order]
+        if value.shape == (n, n):
+            return permutation.both(value)
+        if value.shape[0] == n:
+            return permutation.reordered_rows(sp.csr_matrix(value))
     elif isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == n:
-        return value[order]
+        return value[permutation.order]
     elif isinstance(value, list) and len(value) == n:
-        return [value[i] for i in order]
+        return permutation.items(value)
     elif value is None or isinstance(value, (str, int, float, bool)):
         return value
     raise TypeError(

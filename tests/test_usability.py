@@ -6,6 +6,7 @@ subprocess, several with different ``PYTHONHASHSEED`` values so that nengo-loihi
 numbers the blocks of one network differently in each process.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -142,6 +143,59 @@ def test_plan_maps_onto_the_same_model_numbered_differently():
         partitioner.evaluate(graph, plan).interchip_spikes)
     with pytest.raises(PlanError, match="another order"):
         saved.check_matches(shuffled)
+
+
+def test_block_order_ignores_block_and_key_numbers():
+    """The canonical order names the blocks of one model alike however they and
+    their config keys are numbered (keys renumbered alike in the kinds that share
+    them: a block's own and widened synapse formats)."""
+    from partitioner.identity import block_order
+
+    graph = random_graph(400, seed=4)
+    order = np.random.default_rng(2).permutation(graph.n_blocks)
+    shuffled = permuted(graph, order)
+    swap = {k: sp.csr_matrix(m)[:, np.r_[1, 0, 2:m.shape[1]]]  # keys 0 and 1 trade ids
+            for k, m in shuffled.configs.items()}
+    shuffled = dataclasses.replace(shuffled, configs=swap)
+    mine, theirs = block_order(graph), block_order(shuffled)
+    assert mine.exact and theirs.exact
+    assert mine.digest == theirs.digest
+    # Block i of the shuffled graph is block order[i] of the original.
+    assert np.array_equal(mine.mapping(theirs)[order], np.arange(graph.n_blocks))
+    assert np.array_equal(mine.blocks[mine.ranks], np.arange(graph.n_blocks))
+
+
+def test_reordered_moves_every_field_with_its_block():
+    from partitioner.identity import reordered
+
+    graph = random_graph(300, seed=5)
+    n = graph.n_blocks
+    order = np.random.default_rng(3).permutation(n)
+    moved = reordered(graph, order)
+    assert moved.labels == [graph.labels[i] for i in order]
+    assert np.array_equal(moved.resources, graph.resources[order])
+    both = np.ix_(order, order)
+    for name in ("axons", "spikes", "out_entries", "interchip_entries", "synops"):
+        assert np.array_equal(getattr(moved, name).toarray(),
+                              getattr(graph, name).toarray()[both]), name
+    for kind, m in graph.configs.items():
+        assert np.array_equal(moved.configs[kind].toarray(), m.toarray()[order]), kind
+    assert np.array_equal(moved.input_axons.toarray(),
+                          graph.input_axons.toarray()[:, order])
+    # And back: the original graph, entry for entry.
+    back = reordered(moved, np.argsort(order))
+    for name, value in vars(graph).items():
+        other = getattr(back, name)
+        if sp.issparse(value):
+            assert (value != other).nnz == 0, name
+        elif isinstance(value, dict):
+            assert all((value[k] != other[k]).nnz == 0 for k in value), name
+        elif isinstance(value, np.ndarray):
+            assert np.array_equal(value, other), name
+        else:
+            assert value == other, name
+    with pytest.raises(ValueError, match="permutation"):
+        reordered(graph, np.zeros(n, dtype=int))
 
 
 def test_a_different_model_is_refused_with_what_differs():
