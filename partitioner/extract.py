@@ -673,7 +673,21 @@ def _axon_targets(axon, n_sources):
     return np.asarray(axon.map_axon(np.arange(n_sources)), dtype=np.int64)
 
 
-def _axon_entries(block, live, owner, synapse_ids):
+class _Targets:
+    """`_axon_targets`, computed once per axon of one extraction."""
+
+    def __init__(self):
+        self._known = {}
+
+    def __call__(self, axon, n_sources):
+        found = self._known.get(id(axon))
+        if found is None or found[0] is not axon:
+            found = (axon, _axon_targets(axon, n_sources))
+            self._known[id(axon)] = found
+        return found[1]
+
+
+def _axon_entries(block, live, owner, synapse_ids, targets_of=_axon_targets):
     """Output axon config entries of each of ``block``'s axons, as Loihi counts them.
 
     Per axon: ``(target block, entries on one chip, extra entries on another chip)``.
@@ -694,7 +708,7 @@ def _axon_entries(block, live, owner, synapse_ids):
     out = []
     for axon in block.axons:
         synapse = axon.target
-        targets = _axon_targets(axon, n_comp)
+        targets = targets_of(axon, n_comp)
         alive = live[id(synapse)]
         sends = np.flatnonzero(targets >= 0)
         sends = sends[alive[targets[sends]]]
@@ -960,15 +974,15 @@ def _target_block(owner, axon, source):
     return j
 
 
-def _axon_spikes(axon, n_sources, spikes_per_step):
+def _axon_spikes(axon, n_sources, spikes_per_step, targets_of=_axon_targets):
     """Expected spikes per step on ``axon``: every axon active if no rates."""
     if spikes_per_step is None:
         return float(axon.n_axons)
-    targets = _axon_targets(axon, n_sources)
+    targets = targets_of(axon, n_sources)
     return float(spikes_per_step[targets >= 0].sum())
 
 
-def _block_edges(blocks, owner, block_spikes):
+def _block_edges(blocks, owner, block_spikes, targets_of=_axon_targets):
     rows, cols, axons, spikes = [], [], [], []
     for i, block in enumerate(blocks):
         n_comp = block.compartment.n_compartments
@@ -979,7 +993,7 @@ def _block_edges(blocks, owner, block_spikes):
             rows.append(i)
             cols.append(j)
             axons.append(axon.n_axons)
-            spikes.append(_axon_spikes(axon, n_comp, block_spikes[i]))
+            spikes.append(_axon_spikes(axon, n_comp, block_spikes[i], targets_of))
     n = len(blocks)
     return _coo_csr(rows, cols, axons, (n, n)), _coo_csr(rows, cols, spikes, (n, n))
 
@@ -994,13 +1008,13 @@ def _host_axons(inputs):
             yield k, inp, axon, n_sources
 
 
-def _input_edges(inputs, owner, input_spikes, n_blocks):
+def _input_edges(inputs, owner, input_spikes, n_blocks, targets_of=_axon_targets):
     rows, cols, axons, spikes = [], [], [], []
     for k, inp, axon, n_sources in _host_axons(inputs):
         rows.append(k)
         cols.append(_target_block(owner, axon, inp))
         axons.append(axon.n_axons)
-        spikes.append(_axon_spikes(axon, n_sources, input_spikes[k]))
+        spikes.append(_axon_spikes(axon, n_sources, input_spikes[k], targets_of))
     shape = (len(inputs), n_blocks)
     return _coo_csr(rows, cols, axons, shape), _coo_csr(rows, cols, spikes, shape)
 
@@ -1026,19 +1040,42 @@ def _input_labels(inputs, owner, sources):
 
 
 # ---------------------------------------------------------- synaptic work
-def _synapse_work(synapse):
-    """Synapses reached and synapse memory words read by one spike on each input
-    axon of ``synapse``: two ``(n_axons,)`` float arrays.
+class _SynapseWork:
+    """Synapses reached and synapse memory words read by one spike on each input axon
+    of every synapse, in two flat arrays (each synapse's axons from ``start[id]``).
 
     A spike on axon ``a`` (with any atom) triggers one synaptic operation per weight
     of ``synapse.axon_weights_indices(a)``, i.e. the row length of its weight array
     (its weight index is ``axon_to_weight_map[a]``), and reads the 64-bit words
     that hold that row in the synapse's own format. Dummy axons (negative
-    compartment base, or no weights) cost nothing.
+    compartment base, or no weights) cost nothing. The words of all synapses are
+    computed in one array operation.
     """
+
+    def __init__(self, synapses):
+        self.start, fans, bits = {}, [], []
+        offset = 0
+        for synapse in synapses:
+            self.start[id(synapse)] = offset
+            fan = _synapse_fan(synapse)
+            offset += fan.size
+            fans.append(fan)
+            bits.append(_format_bits(formats.original_format(synapse))
+                        if fan.size and synapse.weights else (0, 1))
+        self.n_axons = np.array([f.size for f in fans], dtype=np.int64)
+        fan = np.concatenate(fans) if fans else np.zeros(0, dtype=np.int64)
+        bits_per_weight = np.repeat(np.array([b for b, _ in bits], dtype=np.int64),
+                                    self.n_axons)
+        per_entry = np.repeat(np.array([e for _, e in bits], dtype=np.int64), self.n_axons)
+        self.fan = fan.astype(np.float64)
+        self.words = _bits_per_axon(fan, bits_per_weight, per_entry) / 64.0
+
+
+def _synapse_fan(synapse):
+    """Weights reached by one spike on each input axon of ``synapse`` (int64)."""
     n = synapse.n_axons
     if n == 0 or not synapse.weights:
-        return np.zeros(n), np.zeros(n)
+        return np.zeros(n, dtype=np.int64)
     rows = np.array([w.shape[1] if w.ndim == 2 else w.size for w in synapse.weights],
                     dtype=np.int64)
     widx = (
@@ -1048,56 +1085,72 @@ def _synapse_work(synapse):
     fan = rows[widx]
     if synapse.axon_compartment_bases is not None:
         fan = np.where(np.asarray(synapse.axon_compartment_bases) >= 0, fan, 0)
-    words = _bits_per_axon(fan, *_format_bits(formats.original_format(synapse))) / 64.0
-    return fan.astype(np.float64), np.asarray(words, dtype=np.float64)
+    return fan
 
 
-def _axon_work(axon, n_sources, spikes_per_step, work):
-    """``(synops, memory words)`` per step that ``axon`` causes in its target.
+def _axons_work(axons, work, targets_of):
+    """``(synops, memory words)`` per step that each of ``axons`` causes in its target.
 
-    With rates, each source compartment's spikes per step times what one spike on
-    its target axon costs. Without (``spikes_per_step`` None: every axon active
-    each step, as `_axon_spikes`), one spike on every target axon the compartments
-    map to.
+    ``axons``: ``(axon, n_sources, spikes_per_step)`` triples. With rates, each
+    source compartment's spikes per step times what one spike on its target axon
+    costs. Without (``spikes_per_step`` None: every axon active each step, as
+    `_axon_spikes`), one spike on every distinct target axon the compartments map
+    to. Summed over all axons at once.
     """
-    fan, words = work[id(axon.target)]
-    targets = _axon_targets(axon, n_sources)
-    mapped = targets >= 0
-    hit = targets[mapped]
-    if hit.size and hit.max() >= fan.size:
-        raise ExtractionError(
-            f"{axon} maps compartments to axon {int(hit.max())} of {axon.target}, which "
-            f"has {fan.size} axons. The model is inconsistent; rebuild it from the "
-            f"network."
-        )
-    if spikes_per_step is None:
-        hit = np.unique(hit)
-        return float(fan[hit].sum()), float(words[hit].sum())
-    rate = np.asarray(spikes_per_step, dtype=np.float64)[mapped]
-    return float(rate @ fan[hit]), float(rate @ words[hit])
+    n = len(axons)
+    owners, hits, rates, counted = [], [], [], []
+    for k, (axon, n_sources, spikes_per_step) in enumerate(axons):
+        targets = targets_of(axon, n_sources)
+        mapped = targets >= 0
+        hit = targets[mapped]
+        if hit.size and hit.max() >= axon.target.n_axons:
+            raise ExtractionError(
+                f"{axon} maps compartments to axon {int(hit.max())} of {axon.target}, "
+                f"which has {axon.target.n_axons} axons. The model is inconsistent; "
+                f"rebuild it from the network."
+            )
+        hits.append(hit + work.start[id(axon.target)])
+        owners.append(np.full(hit.size, k, dtype=np.int64))
+        if spikes_per_step is None:
+            rates.append(np.ones(hit.size))
+            counted.append(np.zeros(hit.size, dtype=bool))
+        else:
+            rates.append(np.asarray(spikes_per_step, dtype=np.float64)[mapped])
+            counted.append(np.ones(hit.size, dtype=bool))
+    if not hits:
+        return np.zeros(n), np.zeros(n)
+    owner, hit = np.concatenate(owners), np.concatenate(hits)
+    rate, counted = np.concatenate(rates), np.concatenate(counted)
+    # Without rates a target axon counts once however many compartments reach it.
+    once = np.flatnonzero(~counted)
+    pairs = owner[once] * max(work.fan.size, 1) + hit[once]
+    _, first = np.unique(pairs, return_index=True)
+    keep = counted.copy()
+    keep[once[first]] = True
+    owner, hit, rate = owner[keep], hit[keep], rate[keep]
+    return (np.bincount(owner, rate * work.fan[hit], minlength=n),
+            np.bincount(owner, rate * work.words[hit], minlength=n))
 
 
-def _work_edges(blocks, inputs, owner, block_spikes, input_spikes):
+def _work_edges(blocks, inputs, owner, block_spikes, input_spikes, targets_of):
     """Synaptic ops and memory words per step on every edge (self-loops kept), for
     block-to-block and host-input edges: four CSR matrices."""
-    work = {id(s): _synapse_work(s) for b in blocks for s in b.synapses}
+    work = _SynapseWork([s for b in blocks for s in b.synapses])
     n = len(blocks)
-    rows, cols, ops, reads = [], [], [], []
+    rows, cols, axons = [], [], []
     for i, block in enumerate(blocks):
         n_comp = block.compartment.n_compartments
         for axon in block.axons:
             rows.append(i)
             cols.append(_target_block(owner, axon, block))
-            o, r = _axon_work(axon, n_comp, block_spikes[i], work)
-            ops.append(o)
-            reads.append(r)
-    in_rows, in_cols, in_ops, in_reads = [], [], [], []
+            axons.append((axon, n_comp, block_spikes[i]))
+    in_rows, in_cols, in_axons = [], [], []
     for k, inp, axon, n_sources in _host_axons(inputs):
         in_rows.append(k)
         in_cols.append(_target_block(owner, axon, inp))
-        o, r = _axon_work(axon, n_sources, input_spikes[k], work)
-        in_ops.append(o)
-        in_reads.append(r)
+        in_axons.append((axon, n_sources, input_spikes[k]))
+    ops, reads = _axons_work(axons, work, targets_of)
+    in_ops, in_reads = _axons_work(in_axons, work, targets_of)
     shape, in_shape = (n, n), (len(inputs), n)
     return (
         _coo_csr(rows, cols, ops, shape), _coo_csr(rows, cols, reads, shape),
@@ -1118,7 +1171,8 @@ def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
     live = {id(s): _live_axons(s, sizes[id(s)]) for s in synapses}
     owner = _synapse_owner(blocks)
     synapse_ids = {id(s): k for k, s in enumerate(synapses)}
-    entries = [_axon_entries(b, live, owner, synapse_ids) for b in blocks]
+    targets_of = _Targets()
+    entries = [_axon_entries(b, live, owner, synapse_ids, targets_of) for b in blocks]
     resources, shared = _resources(blocks, sizes, live, entries)
     out_entries, interchip_entries = _entry_matrices(entries, len(blocks))
     compartment_cfgs, vth_cfgs = _compartment_configs(blocks)
@@ -1127,11 +1181,12 @@ def _graph(model, blocks, inputs, block_spikes, input_spikes, mode):
     assert set(configs) == set(CONFIG_KINDS)
     core_key, noise_key = _core_keys(blocks)
     learning, pop_sender, pop16 = _flags(blocks)
-    axons, spikes = _block_edges(blocks, owner, block_spikes)
-    input_axons, input_spike_matrix = _input_edges(inputs, owner, input_spikes, len(blocks))
+    axons, spikes = _block_edges(blocks, owner, block_spikes, targets_of)
+    input_axons, input_spike_matrix = _input_edges(inputs, owner, input_spikes, len(blocks),
+                                                   targets_of)
     sources = block_sources(model)
     synops, synmem_reads, input_synops, input_synmem_reads = _work_edges(
-        blocks, inputs, owner, block_spikes, input_spikes)
+        blocks, inputs, owner, block_spikes, input_spikes, targets_of)
     return TrafficGraph(
         labels=[str(b) for b in blocks],
         sources=sources,
