@@ -18,11 +18,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from partitioner.bestfit import cores_with_room
+from partitioner.graph import RESOURCES
 from partitioner.packing import WINDOW
 from partitioner.strategies.common import chip_traffic
 from partitioner.strategies.entries import fit_entries
 
 __all__ = ["refine", "consolidate", "fm_refine", "cluster_refine"]
+
+OUT_AXONS = RESOURCES.index("out_axons")
 
 
 def _better_chips(traffic, b, block_chip, n_chips):
@@ -130,8 +133,9 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
     packed.sync_entries()
     # A move that failed fails again until the destination chip changes: each chip's
     # version counts the moves into and out of it (and core renumbering, all chips).
-    version = np.zeros(n_chips + 1, dtype=np.int64)
+    version = [0] * (n_chips + 1)
     failed = {}
+    no_room = _NoRoom(packed, cap)
     for _ in range(max_passes):
         block_chip = packed.block_chip()
         chip_blocks = np.bincount(block_chip, minlength=n_chips)
@@ -153,6 +157,9 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                 state = (version[dest], version[n_chips])
                 if failed.get((b, dest)) == state:
                     continue
+                if no_room(b, dest):
+                    failed[(b, dest)] = state
+                    continue
                 total_cores = len(packed.cores)
                 if _move(packed, b, dest, traffic, cap):
                     chip_blocks[own] -= 1
@@ -160,7 +167,8 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                     block_chip[b] = dest
                     stale[traffic.indices[traffic.indptr[b]:traffic.indptr[b + 1]]] = True
                     moves += 1
-                    version[[own, dest]] += 1
+                    version[own] += 1
+                    version[dest] += 1
                     if len(packed.cores) < total_cores:
                         version[n_chips] += 1
                     break
@@ -170,6 +178,32 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                           moves < PASS_MIN_MOVES * candidates.size):
             break
     return total_moves
+
+
+class _NoRoom:
+    """Whether a block certainly cannot move to a chip: the chip is full and none of
+    its cores has room for the block's resources with no inter-chip entries (the
+    least the block can need there; `Packed.move_block` asks the same first).
+
+    Most failing moves end here, in one compiled screen of the chip's cores, without
+    the bookkeeping of a move attempt.
+    """
+
+    def __init__(self, packed, cap):
+        self.packed, self.cap = packed, cap
+        keys = packed.ctx.keys
+        self.need = keys.shared_need().copy()
+        self.need[:, OUT_AXONS] = packed.ctx.graph.resources[:, OUT_AXONS]
+        self.alone = packed.ctx.graph.alone
+
+    def __call__(self, b, chip):
+        packed = self.packed
+        cores = packed.chip_core_array(chip)
+        if cores.size < self.cap:
+            return False
+        return bool(self.alone[b]) or cores_with_room(
+            packed.usage(), packed.alone_cores(), cores, self.need[b],
+            packed.capacity).size == 0
 
 
 # ================================================================ cluster moves
