@@ -112,8 +112,10 @@ def _check_indexes(packed):
     chips = np.asarray(packed.core_chip)
     assert np.array_equal(packed.usage(), np.array([c.used for c in packed.cores]))
     assert np.array_equal(packed._chips(), chips)
+    slots, lengths = packed.chip_slots(packed.n_chips)
     for chip in range(packed.n_chips):
         assert packed.chip_cores(chip) == np.flatnonzero(chips == chip).tolist()
+        assert slots[chip, :lengths[chip]].tolist() == packed.chip_cores(chip)
     for i, core in enumerate(packed.cores):
         assert (packed.block_core[core.blocks] == i).all()
     assert (packed.block_core >= 0).all()
@@ -186,13 +188,26 @@ def test_core_chip_flow_equals_dense_reference():
     ctx = _context(graph)
     packed = common.pack_by_chip(ctx, metis.metis_parts(ctx, 4), 4)
     n = graph.n_blocks
-    to_chip = chip_traffic(ctx.traffic, packed.block_chip(), 4)
-    onehot = sp.csr_matrix((np.ones(n), (packed.block_core, np.arange(n))),
-                           shape=(len(packed.cores), n))
-    expected = (onehot @ to_chip).toarray()
-    cores = packed.chip_cores(2)
-    got = metis._core_chip_flow(packed, ctx.traffic, 4, cores)
-    assert np.allclose(got, expected[cores])
+
+    def dense():
+        to_chip = chip_traffic(ctx.traffic, packed.block_chip(), 4)
+        onehot = sp.csr_matrix((np.ones(n), (packed.block_core, np.arange(n))),
+                               shape=(len(packed.cores), n))
+        return (onehot @ to_chip).toarray()
+
+    flows = metis._BlockFlow(packed, ctx.traffic)
+    for step in range(3):
+        expected = dense()
+        cores = packed.chip_cores(2)
+        got = metis._CoreChipFlow(packed, ctx.traffic, 4, cores, flows)
+        assert np.allclose(got.own, expected[cores, 2])
+        assert np.allclose(got.total, expected[cores].sum(axis=1))
+        for r in range(len(cores)):
+            assert np.allclose(got.row(r), expected[cores[r]])
+        # Blocks change chips: the flows read before are read again where needed.
+        i = cores[step]
+        packed.move_core(i, 3)
+        flows.moved(packed.cores[i].blocks)
 
 
 def test_repair_brings_every_chip_within_its_cores():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from partitioner.bestfit import first_with_room
 from partitioner.graph import RESOURCES
 from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit_many
 
@@ -102,7 +104,9 @@ class Packed:
         self._core_chip = [int(c) for c in chips]
         self._chip_array = None
         self._on_chip = None
-        self._chip_arrays = {}
+        self._chip_arrays = {}  # chip -> `chip_core_array`
+        self._slots = None  # `chip_slots`
+        self._stale_slots = set()  # chips whose row of it is out of date
 
     def _chips(self):
         """(n_cores,) chip of each core (a view; do not keep it across changes)."""
@@ -137,8 +141,11 @@ class Packed:
         if self._usage is None or self._usage.shape[0] < n:
             rows = np.zeros((max(2 * n, 16), _ALONE + 1), dtype=np.int64)
             if n:
-                rows[:n, :_ALONE] = [core.used for core in self._cores]
-                rows[:n, _ALONE] = [core.alone for core in self._cores]
+                rows[:n, :_ALONE] = np.fromiter(
+                    itertools.chain.from_iterable(core.used for core in self._cores),
+                    dtype=np.int64, count=n * _ALONE).reshape(n, _ALONE)
+                rows[:n, _ALONE] = np.fromiter((core.alone for core in self._cores),
+                                               dtype=np.int64, count=n)
             self._usage = rows
         return self._usage[:n]
 
@@ -170,7 +177,7 @@ class Packed:
         self._record(i, core)
         if self._on_chip is not None:
             self._on_chip.setdefault(int(chip), set()).add(i)
-        self._chip_arrays.pop(int(chip), None)
+        self._cores_changed(chip)
         return i
 
     # ------------------------------------------------------------ queries
@@ -190,13 +197,61 @@ class Packed:
         return self.chip_core_array(chip).tolist()
 
     def chip_core_array(self, chip):
-        """(m,) int64 indices of the cores on ``chip``, ascending (do not modify)."""
+        """Indices of the cores on ``chip``, ascending, as an int64 array (kept until
+        the chip's cores change: do not modify it)."""
         chip = int(chip)
         found = self._chip_arrays.get(chip)
         if found is None:
-            found = np.array(sorted(self._chip_sets().get(chip, ())), dtype=np.int64)
-            self._chip_arrays[chip] = found
+            found = self._chip_arrays[chip] = np.array(
+                sorted(self._chip_sets().get(chip, ())), dtype=np.int64)
         return found
+
+    def chip_slots(self, n_chips=0):
+        """The cores of every chip as arrays: ``(slots, lengths)``.
+
+        ``slots[c, :lengths[c]]`` are the indices of the cores on chip ``c``,
+        ascending (the rest of the row is -1). Kept from call to call: only the rows
+        of chips whose cores changed are written again (do not modify them).
+
+        Parameters
+        ----------
+        n_chips : int
+            Rows wanted at least (there is one for every chip with cores; chips
+            without cores have length 0).
+        """
+        if self._slots is None or self._slots[0].shape[0] < n_chips:
+            n = max(int(n_chips), self.n_chips)
+            chips = self._chips()
+            order = np.argsort(chips, kind="stable")
+            lengths = np.bincount(chips, minlength=n)
+            slots = np.full((n, max(int(lengths.max(initial=0)), 1)), -1, dtype=np.int64)
+            starts = np.cumsum(lengths) - lengths
+            slots[chips[order], np.arange(order.size) - starts[chips[order]]] = order
+            self._slots = (slots, lengths)
+            self._stale_slots = set()
+        slots, lengths = self._slots
+        if self._stale_slots and max(self._stale_slots) >= slots.shape[0]:
+            self._slots = None  # a chip beyond its rows
+            return self.chip_slots(n_chips)
+        for chip in self._stale_slots:
+            cores = self.chip_core_array(chip)
+            if cores.size > slots.shape[1]:
+                wider = np.full((slots.shape[0], 2 * cores.size), -1, dtype=np.int64)
+                wider[:, :slots.shape[1]] = slots
+                slots = wider
+                self._slots = (slots, lengths)
+            slots[chip, :cores.size] = cores
+            slots[chip, cores.size:] = -1
+            lengths[chip] = cores.size
+        self._stale_slots = set()
+        return slots, lengths
+
+    def _cores_changed(self, *chips):
+        """Forget the indexes of ``chips``, whose cores changed."""
+        for chip in chips:
+            self._chip_arrays.pop(chip, None)
+        if self._slots is not None:
+            self._stale_slots.update(chips)
 
     def cores_by_chip(self):
         """List, per chip, of the indices of its cores."""
@@ -484,8 +539,7 @@ class Packed:
         if self._on_chip is not None:
             self._on_chip[old].discard(i)
             self._on_chip.setdefault(chip, set()).add(i)
-            self._chip_arrays.pop(old, None)
-            self._chip_arrays.pop(chip, None)
+        self._cores_changed(old, chip)
 
     def remove_block(self, b):
         """Take block ``b`` off its core; an emptied core is deleted."""
@@ -507,8 +561,7 @@ class Packed:
             if i != last:
                 self._on_chip[last_chip].discard(last)
                 self._on_chip[last_chip].add(i)
-            self._chip_arrays.pop(chip, None)
-            self._chip_arrays.pop(last_chip, None)
+        self._cores_changed(chip, last_chip)
         if i != last:
             self._cores[i] = self._cores[last]
             self._core_chip[i] = last_chip
@@ -541,18 +594,17 @@ class Packed:
         among the first `WINDOW` targets with room for its resources. All or nothing:
         returns False, changing nothing, when some block fits no target.
         """
-        targets = list(targets)
-        if not targets:
+        targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+        if not targets.size:
             return False
-        cap = self.ctx.limits.capacity_vector()
         used = self.usage()[targets]
         need = self._shared_need(self._cores[i].blocks)
-        if np.any(need.sum(axis=0) > (cap - used).clip(min=0).sum(axis=0)):
+        if np.any(need.sum(axis=0) > (self.capacity - used).clip(min=0).sum(axis=0)):
             return False
-        return self._absorb(i, _TargetScan(self, [None], lambda _: targets,
-                                           known={None: (targets, used)}))
+        return self._absorb(i, _TargetScan(self, [0], targets[None, :],
+                                           np.array([targets.size])))
 
-    def absorb_chips(self, i, chips, room=None, leave=None):
+    def absorb_chips(self, i, chips, room=None, leave=None, then=None):
         """`absorb` into the cores of ``chips``: chip by chip in the given order, each
         chip's cores in index order, as if they were one list of targets.
 
@@ -576,13 +628,23 @@ class Packed:
             ``leave()`` -> whether core ``i``'s blocks may leave their chip, asked
             once they all have a place (it may change the other cores of that chip,
             e.g. to make room); default `can_leave_chip`.
+        then : (n_chips,) bool array, optional
+            Chips taken after ``chips``, in index order.
         """
-        chips = np.asarray(chips, dtype=np.int64)
-        if room is None:
-            chips = chips.tolist()
+        chips = np.asarray(chips, dtype=np.int64).reshape(-1)
+        n = int(chips.max(initial=-1)) + 1
+        if then is not None:
+            n = max(n, then.size)
+        if room is not None:
+            if n > room.shape[0]:
+                raise IndexError(f"room has {room.shape[0]} chips, chip {n - 1} asked for")
+            n = room.shape[0]
+        slots, lengths = self.chip_slots(n)
+        if then is not None and then.size < slots.shape[0]:
+            then = np.concatenate([then, np.zeros(slots.shape[0] - then.size, dtype=bool)])
         leave = leave or (lambda: self.can_leave_chip(i))
-        return self._absorb(i, _TargetScan(self, chips, self.chip_cores, room,
-                                           entries=True), leave)
+        return self._absorb(i, _TargetScan(self, chips, slots, lengths, room,
+                                           entries=True, then=then), leave)
 
     def _absorb(self, i, scan, ready=None):
         blocks = sorted(self._cores[i].blocks, key=lambda b: -self.ctx.sizes[b])
@@ -618,6 +680,21 @@ class Packed:
 
 
 _NO_SENDERS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+_NO_GROUPS = np.zeros(0, dtype=bool)
+_NO_ROOM = np.zeros((0, len(RESOURCES)), dtype=np.int64)
+
+
+def _rows_of(m, rows):
+    """``(indices, data, lengths)``: the stored entries of a few ``rows`` of the
+    compressed matrix ``m``, row after row (slices joined: for a handful of rows
+    cheaper than `_row_entries`)."""
+    ptr = m.indptr
+    spans = [(ptr[r], ptr[r + 1]) for r in rows]
+    if not spans:
+        return m.indices[:0], m.data[:0], []
+    return (np.concatenate([m.indices[a:z] for a, z in spans]),
+            np.concatenate([m.data[a:z] for a, z in spans]),
+            [int(z - a) for a, z in spans])
 
 
 def _row_entries(indptr, rows):
@@ -641,92 +718,72 @@ def _nonzero(blocks, delta):
 
 
 class _TargetScan:
-    """Where `Packed.absorb` puts blocks: groups of target cores in order, each read
-    when first needed, with the changes staged on copies of the cores."""
+    """Where `Packed.absorb` puts blocks: groups of target cores in order, with the
+    changes staged on copies of the cores.
 
-    def __init__(self, packed, groups, cores_of, room=None, known=None, entries=False):
+    Groups are rows of ``slots`` (their cores, ``lengths`` of each row used), taken
+    in ``groups`` order and then, if given, those of ``then`` (a mask) in index
+    order. A block's candidates, the first `WINDOW` cores with room for its
+    resources, are found by `bestfit.first_with_room`; the rules are then checked on
+    them one by one (`CoreBin.fits`).
+    """
+
+    def __init__(self, packed, groups, slots, lengths, room=None, entries=False,
+                 then=None):
         self.packed = packed
-        self.groups = groups
-        self.cores_of = cores_of
-        self.room = room
-        self.cap = packed.ctx.limits.capacity_vector()
-        # group -> (its cores, their usage with staged changes)
-        self.read = dict(known or {})
+        self.groups = np.asarray(groups, dtype=np.int64)
+        self.then = _NO_GROUPS if then is None else then
+        self.slots, self.lengths = slots, lengths
+        self.room = _NO_ROOM if room is None else room
+        self.cap = packed.capacity
         self.staged = {}  # core index -> staged copy
         #: Groups are chips other than the blocks' own: each block is charged its
-        #: extra output axon entries on the chip it is tried on (`_chip_extras`).
+        #: extra output axon entries on the chip it is tried on.
         self.entries = entries
         self.extra_before = {}  # block -> its extra entries before it was staged
         self.group_of = {}  # block -> group it was staged in
 
-    def _group(self, group):
-        found = self.read.get(group)
-        if found is None:
-            cores = self.cores_of(group)
-            found = self.read[group] = (cores, self.packed.usage()[cores])
-        return found
-
-    def _groups_for(self, res, out=None):
-        """The groups that may have room for ``res`` (output axon entries ``out[g]``
-        on group ``g``, if given)."""
-        if self.room is None:
-            return self.groups
-        fits = np.ones(self.room.shape[0], dtype=bool)
-        for r, amount in enumerate(res.tolist()):
-            if out is None or r != OUT_AXONS:
-                fits &= self.room[:, r] >= amount
-        if out is not None:
-            fits &= self.room[:, OUT_AXONS] >= out
-        return self.groups[fits[self.groups]].tolist()
-
     def place(self, b, res):
         """Stage block ``b`` (needing ``res``) on the first target it fits; False if
         none of the first `WINDOW` targets with room for it takes it."""
-        tried = 0
-        keys = self.packed.ctx.keys
-        extra = out = None
-        if self.entries:
-            self.extra_before.setdefault(b, keys.extra_of(b))
-            extra = self._chip_extras(b)
-            out = int(self.packed.ctx.graph.resources[b, OUT_AXONS]) + extra
-        for group in self._groups_for(res, out):
-            need = res
-            if extra is not None:
-                need = res.copy()
-                need[OUT_AXONS] = out[group]
-                keys.set_block_extra(b, int(extra[group]))
-            cores, used = self._group(group)
-            room = np.flatnonzero(np.all(used + need <= self.cap, axis=1))
-            for pos in room[:WINDOW - tried].tolist():
-                j = cores[pos]
-                cand = self.staged.get(j, self.packed.cores[j])
-                if cand.fits(b):
-                    if j not in self.staged:
-                        self.staged[j] = cand = cand.copy()
-                    cand.add(b)
-                    used[pos] = cand.used
-                    self.group_of[b] = group
-                    return True
-            tried += min(room.size, WINDOW - tried)
-            if tried >= WINDOW:
-                break
-        return False
-
-    def _chip_extras(self, b):
-        """(chips,) block ``b``'s extra output axon entries on each chip, with its
-        targets where they are now (so blocks still to be placed count as on other
-        chips: at least what they will be)."""
         packed = self.packed
-        if self.room is not None:
-            n = self.room.shape[0]
+        keys = packed.ctx.keys
+        targets = weights = _NO_SENDERS[0]
+        out = 0
+        if self.entries:
+            # On each chip the block takes an extra entry per axon to another chip;
+            # its targets are counted where they are now (so blocks still to be
+            # placed count as on other chips: at least what they will be).
+            self.extra_before.setdefault(b, keys.extra_of(b))
+            m = packed.ctx.graph.interchip_entries
+            start, stop = m.indptr[b], m.indptr[b + 1]
+            targets = packed.block_chip(m.indices[start:stop])
+            weights = m.data[start:stop]
+            out = int(packed.ctx.graph.resources[b, OUT_AXONS])
+            res = res.copy()
+            res[OUT_AXONS] = 0
+        if self.staged:
+            staged = np.fromiter(self.staged, dtype=np.int64, count=len(self.staged))
+            staged_used = np.array([self.staged[j].used for j in staged.tolist()],
+                                   dtype=np.int64)
         else:
-            n = max([packed.n_chips] + [g + 1 for g in self.groups])
-        m = packed.ctx.graph.interchip_entries
-        start, stop = m.indptr[b], m.indptr[b + 1]
-        weights = m.data[start:stop]
-        reach = np.bincount(packed.block_chip(m.indices[start:stop]), weights=weights,
-                            minlength=n)
-        return (int(weights.sum()) - reach[:n]).astype(np.int64)
+            staged, staged_used = _NO_SENDERS[0], _NO_ROOM
+        cores, groups, extras = first_with_room(
+            self.groups, self.then, self.room, res, out, targets, weights, self.slots,
+            self.lengths, packed.usage(), self.cap, staged, staged_used, WINDOW)
+        last = -1
+        for j, group, extra in zip(cores.tolist(), groups.tolist(), extras.tolist()):
+            if self.entries and group != last:
+                last = group
+                keys.set_block_extra(b, extra)
+            cand = self.staged.get(j, packed.cores[j])
+            if cand.fits(b):
+                if j not in self.staged:
+                    self.staged[j] = cand = cand.copy()
+                cand.add(b)
+                self.group_of[b] = group
+                return True
+        return False
 
     def restore(self):
         """Give the blocks tried their extra output axon entries back (nothing staged
@@ -747,15 +804,19 @@ class ChipRoom:
         self.packed = packed
         self.cap = packed.ctx.limits.capacity_vector()
         self.room = np.full((n_chips, self.cap.size), -1, dtype=np.int64)
-        np.maximum.at(self.room, np.asarray(packed.core_chip, dtype=np.int64),
-                      self.cap - packed.usage())
+        chips = packed._chips()
+        if chips.size:
+            order = np.argsort(chips, kind="stable")
+            first = np.flatnonzero(np.diff(chips[order], prepend=-1))
+            self.room[chips[order[first]]] = np.maximum.reduceat(
+                self.cap - packed.usage()[order], first, axis=0)
 
     def update(self, chips):
         """Recompute the room of ``chips`` after their cores changed."""
         usage = self.packed.usage()
         for chip in set(int(c) for c in chips):
-            cores = self.packed.chip_cores(chip)
-            self.room[chip] = (self.cap - usage[cores]).max(axis=0) if cores else -1
+            cores = self.packed.chip_core_array(chip)
+            self.room[chip] = (self.cap - usage[cores]).max(axis=0) if cores.size else -1
 
 
 #: `pack_by_chip` projects the cores of all chips from a sample of chips only when

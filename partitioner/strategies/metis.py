@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import itertools
 import os
 import sys
 
@@ -29,6 +30,9 @@ from partitioner.strategies.common import (
     OUT_AXONS,
     ChipRoom,
     Packed,
+    _nonzero,
+    _row_entries,
+    _rows_of,
     interchip_spikes,
     pack_by_chip,
 )
@@ -46,6 +50,11 @@ BALANCED = 0.05
 #: `repair_overfull` tries to dissolve this many cores of the over-full chip at each
 #: step (least attached first, skipping cores it failed to dissolve before).
 DISSOLVE_TRIES = 4
+#: Rows of a sparse matrix are read by joining their slices up to this many, with
+#: arrays of every entry's position up to `MANY_ROWS`, else by indexing the matrix
+#: (each the cheapest for its number of rows).
+FEW_ROWS = 16
+MANY_ROWS = 2048
 
 
 def _integer_edge_weights(data):
@@ -171,8 +180,12 @@ def repair_overfull(packed, ctx, n_chips):
     On the most over-full chip, the core with the least traffic to the rest of its
     chip is dissolved: its blocks go into existing cores with room, on any chip, most
     traffic first. When that fails, a whole core moves to the chip with a free core
-    it talks to most. Cores holding pinned blocks stay on their chip. Each step costs
-    time in proportion to the over-full chip's traffic and the chips it fills.
+    it talks to most. Cores holding pinned blocks stay on their chip. A step costs
+    time in proportion to the traffic of the cores it tries and of the blocks that
+    changed chips since, plus a few array operations over all chips: each block's
+    traffic to its own chip is kept (`_BlockFlow`) rather than read again for the
+    whole over-full chip, and the cores a block could join are found in compiled
+    code (`bestfit.first_with_room`).
 
     Every step keeps every core within its output axon entries, which change as
     blocks change chips (an axon to another chip takes one more entry). Blocks, or
@@ -199,6 +212,10 @@ def repair_overfull(packed, ctx, n_chips):
     # and the entries an over-full chip's cores have to spare only shrink, while it
     # sheds cores: a failure is not tried again.
     failed = _Failed()
+    flows = _BlockFlow(packed, ctx.traffic)
+    # Only over-full chips shed cores (and no chip becomes over-full): their blocks'
+    # traffic is read in one go.
+    flows.of(np.flatnonzero((counts > cap)[packed.block_chip()]))
     while True:
         over = np.flatnonzero(counts > cap)
         if over.size == 0:
@@ -209,25 +226,29 @@ def repair_overfull(packed, ctx, n_chips):
             movable = [i for i in movable if not pinned.intersection(packed.cores[i].blocks)]
         if not movable:
             return False
-        flow = _core_chip_flow(packed, ctx.traffic, n_chips, movable)
+        flow = _CoreChipFlow(packed, ctx.traffic, n_chips, movable, flows)
         # Least attached to its own chip first (relative to the mean over chips).
-        rank = np.argsort(flow[:, chip] - flow.sum(axis=1) / n_chips, kind="stable")
-        fresh = [r for r in rank.tolist() if packed.cores[movable[r]] not in failed.dissolved]
-        if any(failed.dissolve(packed, movable[r], flow[r], chip, room)
+        rank = np.argsort(flow.own - flow.total / n_chips, kind="stable")
+        cores = packed.cores
+        fresh = [r for r in rank.tolist() if cores[movable[r]] not in failed.dissolved]
+        if any(failed.dissolve(packed, movable[r], flow, r, chip, room)
                for r in fresh[:DISSOLVE_TRIES]):
             counts[chip] -= 1
             continue
         has_room = counts < cap
         if not has_room.any():
             return False
-        dest = _move_a_core(packed, movable, flow, rank, has_room, failed, room)
-        if dest is None:
+        moved = _move_a_core(packed, movable, flow, rank, has_room, failed, room)
+        if moved is None:
             # No core can go without an overflow: the least attached goes to the
             # chip with a free core it talks to most, as `fit_entries` may still
             # repair the overflow (a core split onto a free core of its chip).
-            i, flow_i = movable[rank[0]], flow[rank[0]]
+            i, flow_i = movable[rank[0]], flow.row(rank[0])
             dest = int(np.argmax(np.where(has_room, flow_i, -np.inf)))
             packed.move_core_checked(i, dest, check=False)
+        else:
+            i, dest = moved
+        flows.moved(packed.cores[i].blocks)
         room.update([chip, dest])
         counts[chip] -= 1
         counts[dest] += 1
@@ -241,12 +262,15 @@ class _Failed:
         self.moved = set()
         self.relieved = set()
 
-    def dissolve(self, packed, i, flow, chip, room):
-        """`_dissolve`, unless it failed for core ``i`` before."""
+    def dissolve(self, packed, i, flow, r, chip, room):
+        """`_dissolve` of core ``i`` (row ``r`` of ``flow``, a `_CoreChipFlow`),
+        unless it failed for the core before. A core holding a block that must be
+        alone cannot be dissolved: its block joins no occupied core."""
         core = packed.cores[i]
         if core in self.dissolved:
             return False
-        if _dissolve(packed, i, flow, chip, room):
+        if not core.alone and _dissolve(packed, i, flow.row(r), chip, room):
+            flow.flows.moved(core.blocks)
             return True
         self.dissolved.add(core)
         return False
@@ -254,13 +278,20 @@ class _Failed:
 
 def _move_a_core(packed, movable, flow, rank, has_room, failed, room):
     """Move one of the ``movable`` cores of an over-full chip, taken in ``rank``
-    order, to the chip with a free core it talks to most where every core keeps its
-    output axon entries; the chip it went to, or None.
+    order, to the chip with a free core it talks to most (``flow``, a
+    `_CoreChipFlow`) where every core keeps its output axon entries; the chip it
+    went to, or None.
 
     Cores that may leave their chip as they are come first; then cores whose
     departure would overflow the cores they leave behind, after relief
     (`_relieve`). Relief moves stay made even when the core then finds no chip:
-    each keeps every rule and changes nobody's entries."""
+    each keeps every rule and changes nobody's entries.
+
+    Returns
+    -------
+    (int, int) or None
+        The core that moved and its chip.
+    """
     for tried, relieved in ((failed.moved, False), (failed.relieved, True)):
         for r in rank.tolist():
             i = movable[r]
@@ -268,25 +299,96 @@ def _move_a_core(packed, movable, flow, rank, has_room, failed, room):
             if core in tried:
                 continue
             tried.add(core)
-            leaves = packed.can_leave_chip(i)
-            if (not leaves and _relieve(packed, i, room)) if relieved else leaves:
-                dest = _move_core(packed, i, flow[r], has_room)
-                if dest is not None:
-                    return dest
+            leaving = _Departure(packed, i)
+            leaves = leaving.can_leave()
+            if relieved:
+                if leaves or not _relieve(packed, i, room):
+                    continue
+                leaving = _Departure(packed, i)  # relief moved blocks of the chip
+            elif not leaves:
+                continue
+            dest = _move_core(packed, leaving, flow.row(r), has_room)
+            if dest is not None:
+                return i, dest
     return None
 
 
-def _move_core(packed, i, flow, has_room):
-    """Move core ``i``, whose blocks may leave their chip, to the chip with a free
-    core it talks to most (``flow``) where it keeps its output axon entries; that
-    chip, or None."""
-    fits = has_room & (packed.entries_on_chips(i, has_room.size) <=
+def _move_core(packed, leaving, flow, has_room):
+    """Move a core whose blocks may leave their chip (``leaving``, a `_Departure`)
+    to the chip with a free core it talks to most (``flow``) where it keeps its
+    output axon entries; that chip, or None."""
+    fits = has_room & (leaving.entries_on_chips(has_room.size) <=
                        packed.ctx.limits.out_axons)
-    scores = np.where(fits, flow, -np.inf)
-    for dest in np.argsort(-scores, kind="stable")[:np.count_nonzero(fits)].tolist():
-        if packed.move_core_checked(i, dest):
-            return dest
+    for chips in _most_first(flow, fits):
+        for dest in chips.tolist():
+            if leaving.move(dest):
+                return dest
     return None
+
+
+class _Departure:
+    """Core ``i`` leaving its chip whole: the axons of its blocks to blocks outside
+    it and the axons into them from outside, read once for the questions
+    `Packed.can_leave_chip`, `Packed.entries_on_chips` and
+    `Packed.move_core_checked` answer (with the same answers)."""
+
+    def __init__(self, packed, i):
+        g = packed.ctx.graph
+        self.packed, self.i = packed, i
+        self.blocks = np.asarray(packed.cores[i].blocks, dtype=np.int64)
+        self.chip = packed.core_chip[i]
+        targets, weights, lengths = _rows_of(g.interchip_entries, self.blocks.tolist())
+        outside = packed.block_core[targets] != i
+        self.owner = np.repeat(np.arange(self.blocks.size), lengths)[outside]
+        self.weights = weights[outside].astype(np.int64)
+        self.target_chips = packed.block_chip(targets[outside])
+        senders, weights, _ = _rows_of(g.interchip_entries_csc, self.blocks.tolist())
+        outside = packed.block_core[senders] != i
+        self.senders = senders[outside].astype(np.int64)
+        self.sender_weights = weights[outside].astype(np.int64)
+        self.sender_chips = packed.block_chip(self.senders)
+
+    def can_leave(self):
+        """`Packed.can_leave_chip`: whether the cores of the senders left behind keep
+        their entries."""
+        behind = self.sender_chips == self.chip
+        return self.packed.entries_fit(self.senders[behind], self.sender_weights[behind])
+
+    def entries_on_chips(self, n_chips):
+        """`Packed.entries_on_chips`: (n_chips,) the core's entries on each chip."""
+        packed = self.packed
+        reach = np.bincount(self.target_chips, weights=self.weights, minlength=n_chips)
+        base = packed.usage()[self.i, OUT_AXONS] - packed.cores[self.i].interchip
+        return (base + self.weights.sum() - reach[:n_chips]).astype(np.int64)
+
+    def move(self, dest):
+        """`Packed.move_core_checked`: move the core to chip ``dest`` if every core
+        keeps its entries (counted and updated); whether it moved."""
+        packed = self.packed
+        far = np.where(self.target_chips != dest, self.weights, 0)
+        own = np.bincount(self.owner, weights=far, minlength=self.blocks.size)
+        own = own.astype(np.int64) - packed.ctx.keys.extra[self.blocks]
+        behind = self.sender_chips == self.chip
+        joined = self.sender_chips == dest
+        senders = self.senders[behind | joined]
+        delta = np.where(behind, self.sender_weights, -self.sender_weights)[behind | joined]
+        if (packed.usage()[self.i, OUT_AXONS] + own.sum() > packed.ctx.limits.out_axons
+                or not packed.entries_fit(senders, delta)):
+            return False
+        packed.move_core(self.i, dest)
+        packed.shift_entries(*_nonzero(np.concatenate([self.blocks, senders]),
+                                       np.concatenate([own, delta])))
+        return True
+
+
+def _most_first(flow, among):
+    """The chips of ``among`` (a mask) by ``flow``, most first, lowest index first
+    among equals (``np.argsort(-flow, kind="stable")`` restricted to ``among``), in
+    two arrays: those with flow, then the others (only sorted if asked for)."""
+    some = np.flatnonzero(among & (flow > 0))
+    yield some[np.argsort(-flow[some], kind="stable")]
+    rest = np.flatnonzero(among & ~(flow > 0))
+    yield rest[np.argsort(-flow[rest], kind="stable")]
 
 
 def _relieve(packed, i, room):
@@ -348,19 +450,91 @@ def _relieve_core(packed, j, gain, change, others):
     return False
 
 
-def _core_chip_flow(packed, traffic, n_chips, cores):
-    """(len(cores), n_chips) dense traffic from each of ``cores``' blocks to each chip."""
-    blocks = [packed.cores[i].blocks for i in cores]
-    rows = np.fromiter((b for bs in blocks for b in bs), dtype=np.int64)
-    owner = np.repeat(np.arange(len(cores)), [len(bs) for bs in blocks])
-    start, stop = traffic.indptr[rows], traffic.indptr[rows + 1]
-    lengths = stop - start
-    # Every stored entry of the rows, without slicing the matrix row by row.
-    entry = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    chip = packed.block_chip(traffic.indices[entry])
-    flat = np.repeat(owner, lengths) * n_chips + chip
-    flow = np.bincount(flat, weights=traffic.data[entry], minlength=len(cores) * n_chips)
-    return flow.reshape(len(cores), n_chips)
+class _BlockFlow:
+    """Traffic of each block to the blocks of its own chip, and in all, while
+    `repair_overfull` moves blocks between chips: read for a block when first
+    needed, and again after it or a block it talks to changed chips (`moved`)."""
+
+    def __init__(self, packed, traffic):
+        n = traffic.shape[0]
+        self.packed = packed
+        self.traffic = traffic
+        self.own = np.zeros(n)
+        self.total = np.zeros(n)
+        self.known = np.zeros(n, dtype=bool)
+        chips = packed.block_chip()
+        # The chip of every block, kept by `moved`; small enough to stay in cache.
+        small = np.int16 if chips.max(initial=0) < 2 ** 15 else np.int32
+        self.chip = chips.astype(small)
+
+    def of(self, blocks):
+        """``(own, total)``: traffic of each of ``blocks`` (int64 array) to its own
+        chip, and in all."""
+        unknown = blocks[~self.known[blocks]]
+        if unknown.size:
+            nbrs, weights, owner = _entries(self.traffic, unknown)
+            same = self.chip[nbrs] == self.chip[unknown][owner]
+            self.own[unknown] = np.bincount(owner[same], weights=weights[same],
+                                            minlength=unknown.size)
+            self.total[unknown] = np.bincount(owner, weights=weights, minlength=unknown.size)
+            self.known[unknown] = True
+        return self.own[blocks], self.total[blocks]
+
+    def moved(self, blocks):
+        """Record that ``blocks`` changed chips: their flows and those of the blocks
+        they talk to (their rows of the symmetric traffic) are read again when next
+        needed."""
+        blocks = np.asarray(blocks, dtype=np.int64)
+        self.chip[blocks] = self.packed.block_chip(blocks)
+        self.known[blocks] = False
+        self.known[_rows_of(self.traffic, blocks.tolist())[0]] = False
+
+
+def _entries(m, rows):
+    """``(indices, data, owner)``: the stored entries of ``rows`` (int64 array) of
+    the compressed matrix ``m``, row after row, and the position in ``rows`` of the
+    row of each; read the cheapest way for their number."""
+    if rows.size <= FEW_ROWS:
+        indices, data, lengths = _rows_of(m, rows.tolist())
+    elif rows.size <= MANY_ROWS:
+        entry, owner = _row_entries(m.indptr, rows)
+        return m.indices[entry], m.data[entry], owner
+    else:
+        part = m[rows]
+        indices, data, lengths = part.indices, part.data, np.diff(part.indptr)
+    return indices, data, np.repeat(np.arange(rows.size), lengths)
+
+
+class _CoreChipFlow:
+    """Traffic from the blocks of each of ``cores`` (all on one chip), read as needed.
+
+    ``own`` and ``total`` hold each core's traffic to its chip and in all (from
+    ``flows``, a `_BlockFlow`); `row` gives one core's traffic to every chip. So a
+    step of `repair_overfull` costs time in proportion to the traffic of the blocks
+    that changed chips and of the cores it tries, not to the over-full chip's cores
+    times all chips.
+    """
+
+    def __init__(self, packed, traffic, n_chips, cores, flows):
+        all_cores = packed.cores
+        blocks = [all_cores[i].blocks for i in cores]
+        sizes = np.fromiter(map(len, blocks), dtype=np.int64, count=len(blocks))
+        #: The cores' blocks one after the other, and where each core's start.
+        self.blocks = np.fromiter(itertools.chain.from_iterable(blocks), dtype=np.int64,
+                                  count=int(sizes.sum()))
+        self.bounds = np.concatenate([[0], np.cumsum(sizes)])
+        owner = np.repeat(np.arange(len(cores)), sizes)
+        own, total = flows.of(self.blocks)
+        self.own = np.bincount(owner, weights=own, minlength=len(cores))
+        self.total = np.bincount(owner, weights=total, minlength=len(cores))
+        self.packed, self.traffic, self.n_chips, self.flows = packed, traffic, n_chips, flows
+
+    def row(self, r):
+        """(n_chips,) traffic of core ``cores[r]`` to each chip."""
+        nbrs, weights, _ = _rows_of(self.traffic,
+                                    self.blocks[self.bounds[r]:self.bounds[r + 1]].tolist())
+        return np.bincount(self.packed.block_chip(nbrs), weights=weights,
+                           minlength=self.n_chips)
 
 
 def _dissolve(packed, i, flow, chip, room):
@@ -370,10 +544,17 @@ def _dissolve(packed, i, flow, chip, room):
     every block has a place, the cores of ``chip`` that send to them are relieved
     where their entries would overflow (`_relieve`).
     """
-    order = np.argsort(-flow, kind="stable")
-    order = order[order != chip]
+    # The chips it talks to, most traffic first; then the others in index order
+    # (traffic is never negative: the order of a stable sort of all chips).
+    talks = flow > 0
+    talks[chip] = False
+    order = np.flatnonzero(talks)
+    order = order[np.argsort(-flow[order], kind="stable")]
+    others = ~talks
+    others[chip] = False
     blocks = np.asarray(packed.cores[i].blocks, dtype=np.int64)
-    if not packed.absorb_chips(i, order, room.room, leave=lambda: _may_leave(packed, i, room)):
+    if not packed.absorb_chips(i, order, room.room, then=others,
+                               leave=lambda: _may_leave(packed, i, room)):
         return False
     room.update(packed.block_chip(blocks).tolist() + [chip])
     return True

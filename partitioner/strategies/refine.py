@@ -379,6 +379,12 @@ def _move(packed, b, dest, traffic, cap):
 def consolidate(packed, max_fill=0.35):
     """Empty lightly used cores into other cores on the same chip where possible.
 
+    The lightest cores are tried first; each goes into the other cores of its chip,
+    fullest first (`Packed.absorb`). Most tries fail on the core's largest block,
+    which is checked first against the few cores it could go to; the chip's cores
+    in that order are kept from one try to the next until a core of the chip changes
+    (`_ChipTargets`), so a try costs time in proportion to one chip's cores.
+
     Parameters
     ----------
     packed : Packed
@@ -392,21 +398,82 @@ def consolidate(packed, max_fill=0.35):
         Number of cores removed.
     """
     removed = 0
-    light = [c for c in packed.cores if c.fill <= max_fill]
-    for core in sorted(light, key=lambda c: c.fill):
+    fill = (packed.usage() / packed.capacity).max(axis=1, initial=0.0)
+    # A core holding a block that must be alone cannot be emptied into another.
+    alone = np.zeros(fill.size, dtype=bool)
+    alone[packed.block_core[packed.ctx.graph.alone]] = True
+    light = np.flatnonzero((fill <= max_fill) & ~alone)
+    light = light[np.argsort(fill[light], kind="stable")]
+    targets = _ChipTargets(packed)
+    for core in [packed.cores[i] for i in light.tolist()]:
         i = int(packed.block_core[core.blocks[0]])
-        if packed.cores[i] is core and _empty_core(packed, i):
+        if packed.cores[i] is core and _empty_core(packed, i, targets):
             removed += 1
     return removed
 
 
-def _empty_core(packed, i):
-    """Move every block of core ``i`` into other cores of its chip, or nothing."""
-    others = np.array([j for j in packed.chip_cores(packed.core_chip[i]) if j != i],
-                      dtype=np.int64)
-    fill = (packed.usage()[others] / packed.ctx.limits.capacity_vector()).max(axis=1,
-                                                                             initial=0.0)
-    return packed.absorb(i, others[np.argsort(-fill, kind="stable")].tolist())
+def _empty_core(packed, i, targets=None):
+    """Move every block of core ``i`` into other cores of its chip, or nothing.
+
+    The other cores are taken fullest first (``targets``, a `_ChipTargets`, holds
+    them in that order; it is updated when the move happens).
+    """
+    targets = _ChipTargets(packed) if targets is None else targets
+    chip = packed.core_chip[i]
+    cores, used, free, closed = targets.of(chip)
+    others = cores != i
+    blocks = packed.cores[i].blocks
+    if packed.cores[i].alone or not others.any():
+        return False
+    need = packed.ctx.keys.shared_need()[blocks]
+    # The checks `Packed.absorb` starts with, on arrays kept for the chip: the room
+    # left on the chip, then the largest block against its first `WINDOW` cores.
+    if np.any(need.sum(axis=0) > free[others].sum(axis=0)):
+        return False
+    first = int(np.argmax(packed.ctx.sizes[blocks]))
+    room = np.flatnonzero(others & np.all(used + need[first] <= packed.capacity, axis=1))
+    room = room[:WINDOW]
+    b = blocks[first]
+    # A core with a block that must be alone takes no other (as `CoreBin.fits` says).
+    if not any(packed.cores[j].fits(b) for j in cores[room[~closed[room]]].tolist()):
+        return False
+    last = len(packed.cores) - 1
+    moved_chip = packed.core_chip[last]  # the last core takes core i's index
+    if not packed.absorb(i, cores[others]):
+        return False
+    targets.changed((chip, moved_chip))
+    return True
+
+
+class _ChipTargets:
+    """The cores of each chip in the order `_empty_core` offers them (fullest first,
+    by index among equals), with their usage, free room and whether they hold a
+    block that must be alone; read per chip when first needed and again after its
+    cores change."""
+
+    def __init__(self, packed):
+        self.packed = packed
+        self.found = {}
+
+    def of(self, chip):
+        """``(cores, usage, free room, alone)`` of ``chip``'s cores, fullest first."""
+        found = self.found.get(chip)
+        if found is None:
+            packed = self.packed
+            cores = packed.chip_core_array(chip)
+            used = packed.usage()[cores]
+            fill = (used / packed.capacity).max(axis=1, initial=0.0)
+            order = np.argsort(-fill, kind="stable")
+            cores, used = cores[order], used[order]
+            alone = np.array([packed.cores[j].alone for j in cores.tolist()], dtype=bool)
+            found = self.found[chip] = (cores, used, (packed.capacity - used).clip(min=0),
+                                        alone)
+        return found
+
+    def changed(self, chips):
+        """Forget what was read of ``chips``, whose cores changed."""
+        for chip in chips:
+            self.found.pop(chip, None)
 
 
 # ======================================================= Fiduccia-Mattheyses search
