@@ -28,8 +28,26 @@ _SYN_BITS = RESOURCES.index("synapse_bits")
 _OUT_AXONS = RESOURCES.index("out_axons")
 
 
+#: Columns of `PackInput.rows`: resources at compartment offset 0 (`RESOURCES`
+#: order), then above it, then the block's settings and where its keys are.
+_FIRST = 0
+_SHARED = len(RESOURCES)
+_CORE_KEY = 2 * len(RESOURCES)
+_NOISE_KEY = _CORE_KEY + 1
+_ALONE = _CORE_KEY + 2
+_POP16 = _CORE_KEY + 3
+_KEY_START = _CORE_KEY + 4
+#: Then the number of keys per config table: first as at offset 0, then above it.
+_KEY_COUNTS = _KEY_START + 1
+
+
 class PackInput:
-    """Per-block arrays the compiled packing reads, built once per `BlockKeys` state.
+    """Per-block facts the compiled packing reads, built once per `BlockKeys` state.
+
+    Each block's facts are one row of ``rows`` and its config keys one run of
+    ``keys``: a chip's blocks lie anywhere in the graph, and at a million blocks
+    reading a block's facts from a dozen arrays of that length (each a cache and
+    page miss) cost more than packing it.
 
     Parameters
     ----------
@@ -39,25 +57,39 @@ class PackInput:
     tables : sequence of (str, str)
         Per config table, the graph config kind a block uses first on its core and
         at an offset (`packing._TABLES` order).
+
+    Attributes
+    ----------
+    rows : (n_blocks, columns) int64 ndarray
+        Per block: resources at compartment offset 0 and above it, core key, noise
+        key, whether it is alone, pop16 id limit, start of its keys in ``keys``,
+        and its number of keys per table (first at offset 0, then above it).
+    keys : (entries,) int64 ndarray
+        Each block's keys, table by table (offset 0, then above it), each table's
+        in its config matrix's row order.
     """
 
     def __init__(self, graph, keys, tables):
-        self.first = graph.resources.astype(np.int64)
-        self.shared = self.first.copy()
-        self.shared[:, _SYN_BITS] = graph.shared_synapse_bits
+        n, n_res = graph.n_blocks, len(RESOURCES)
+        ptr, indices = _stacked(keys, [first for first, _ in tables] +
+                                [shared for _, shared in tables])
+        rows = np.empty((n, _KEY_COUNTS + ptr.shape[0]), dtype=np.int64)
+        rows[:, _FIRST:_FIRST + n_res] = graph.resources
+        rows[:, _SHARED:_SHARED + n_res] = graph.resources
+        rows[:, _SHARED + _SYN_BITS] = graph.shared_synapse_bits
+        rows[:, _CORE_KEY] = graph.core_key
+        rows[:, _NOISE_KEY] = graph.noise_key
+        rows[:, _ALONE] = graph.alone
+        rows[:, _POP16] = graph.pop16_in_limit
+        self.rows = rows
+        self.keys = _block_keys(ptr, indices, rows)
         self.set_extra(graph, keys.extra)
-        self.core_key = np.asarray(graph.core_key, dtype=np.int64)
-        self.noise_key = np.asarray(graph.noise_key, dtype=np.int64)
-        self.alone = np.asarray(graph.alone, dtype=np.bool_)
-        self.pop16 = np.asarray(graph.pop16_in_limit, dtype=np.int64)
-        self.first_ptr, self.first_keys = _stacked(keys, [f for f, _ in tables])
-        self.shared_ptr, self.shared_keys = _stacked(keys, [s for _, s in tables])
 
     def set_extra(self, graph, extra):
         """Charge every block ``extra`` output axon entries for other chips."""
         value = graph.resources[:, _OUT_AXONS] + extra
-        self.first[:, _OUT_AXONS] = value
-        self.shared[:, _OUT_AXONS] = value
+        self.rows[:, _FIRST + _OUT_AXONS] = value
+        self.rows[:, _SHARED + _OUT_AXONS] = value
 
 
 def _stacked(keys, kinds):
@@ -67,9 +99,27 @@ def _stacked(keys, kinds):
     for kind in kinds:
         m = keys._csr[kind]
         ptrs.append(m.indptr.astype(np.int64) + base)
-        indices.append(m.indices.astype(np.int64))
-        base += m.indices.size
-    return np.stack(ptrs), np.concatenate(indices) if indices else np.zeros(0, np.int64)
+        indices.append(m.indices[:m.indptr[-1]].astype(np.int64))
+        base += int(m.indptr[-1])
+    return np.stack(ptrs), np.concatenate(indices)
+
+
+@njit(cache=True)
+def _block_keys(ptr, indices, rows):
+    """Each block's keys of every kind (rows ``ptr[c, b]:ptr[c, b + 1]`` of
+    ``indices``), block after block; records where each block's start and how many
+    it has of each kind in ``rows``."""
+    n_kinds, n = ptr.shape[0], ptr.shape[1] - 1
+    out = np.empty(indices.size, dtype=np.int64)
+    e = 0
+    for b in range(n):
+        rows[b, _KEY_START] = e
+        for c in range(n_kinds):
+            rows[b, _KEY_COUNTS + c] = ptr[c, b + 1] - ptr[c, b]
+            for q in range(ptr[c, b], ptr[c, b + 1]):
+                out[e] = indices[q]
+                e += 1
+    return out
 
 
 def pack_parts(data, orders, cap, table_cap, max_cores=None):
@@ -91,9 +141,13 @@ def pack_parts(data, orders, cap, table_cap, max_cores=None):
 
     Returns
     -------
-    list of (core_of, cores)
-        Per part: the core (within the part) of each block of its order, -1 if
-        unplaced, and a `PackedCores` of its cores.
+    core_of : (blocks,) int64 ndarray
+        Core of each block of the orders, one after another, -1 if unplaced. Cores
+        are numbered over all parts, part after part.
+    core_start : (parts + 1,) int64 ndarray
+        First core of each part (and the number of cores, last).
+    cores : PackedCores
+        All the cores.
     """
     lengths = np.array([o.size for o in orders], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -101,22 +155,13 @@ def pack_parts(data, orders, cap, table_cap, max_cores=None):
     table_cap = np.asarray(table_cap, dtype=np.int64)
     table_start = np.concatenate([[0], np.cumsum(table_cap)]).astype(np.int64)
     core_of, core_start, used, noise, alone, keys, n_keys = _pack(
-        flat, starts, data.first, data.shared, data.core_key, data.noise_key,
-        data.alone, data.pop16, data.first_ptr, data.first_keys, data.shared_ptr,
-        data.shared_keys, np.asarray(cap, dtype=np.int64), table_cap, table_start,
-        -1 if max_cores is None else int(max_cores))
-    out = []
-    for p in range(len(orders)):
-        a, z = int(core_start[p]), int(core_start[p + 1])
-        part = core_of[starts[p]:starts[p + 1]]
-        out.append((np.where(part >= 0, part - a, -1),
-                    PackedCores(used[a:z], noise[a:z], alone[a:z], keys[a:z],
-                                n_keys[a:z], table_start)))
-    return out
+        flat, starts, data.rows, data.keys, np.asarray(cap, dtype=np.int64), table_cap,
+        table_start, -1 if max_cores is None else int(max_cores))
+    return core_of, core_start, PackedCores(used, noise, alone, keys, n_keys, table_start)
 
 
 class PackedCores:
-    """The cores of one part as the compiled packing left them (arrays, per core)."""
+    """Cores as the compiled packing left them (arrays, per core)."""
 
     def __init__(self, used, noise, alone, keys, n_keys, table_start):
         self.used, self.noise, self.alone = used, noise, alone
@@ -125,16 +170,27 @@ class PackedCores:
     def __len__(self):
         return self.used.shape[0]
 
+    def held_keys(self):
+        """``(flat, counts)``: the keys of every core's tables, core after core and
+        table after table, each in the order it was added, and how many each table
+        holds, as an (n_cores, tables) array."""
+        n_tables = self.n_keys.shape[1]
+        table_of = np.repeat(np.arange(n_tables), np.diff(self.table_start))
+        inside = (np.arange(self.keys.shape[1]) - self.table_start[table_of] <
+                  self.n_keys[:, table_of])
+        return self.keys[inside], self.n_keys
+
     def all_tables(self):
         """Per core, the keys of each config table, as sets."""
-        starts = self.table_start.tolist()[:-1]
-        return [[set(row[a:a + n]) for a, n in zip(starts, counts)]
-                for row, counts in zip(self.keys.tolist(), self.n_keys.tolist())]
+        flat, counts = self.held_keys()
+        flat, n_tables = flat.tolist(), counts.shape[1]
+        ends = np.cumsum(counts.ravel()).tolist()
+        sets = [set(flat[a:z]) for a, z in zip([0] + ends[:-1], ends)]
+        return [sets[i:i + n_tables] for i in range(0, len(sets), n_tables)]
 
 
 @njit(cache=True)
-def _pack(flat, starts, first, shared, core_key, noise_key, alone, pop16, first_ptr,
-          first_keys, shared_ptr, shared_keys, cap, table_cap, table_start, max_cores):
+def _pack(flat, starts, rows, block_keys, cap, table_cap, table_start, max_cores):
     n_parts = starts.size - 1
     n_res = cap.size
     n_tables = table_cap.size
@@ -154,31 +210,40 @@ def _pack(flat, starts, first, shared, core_key, noise_key, alone, pop16, first_
     for p in range(n_parts):
         core_start[p] = m
         for i in range(starts[p], starts[p + 1]):
-            b = flat[i]
+            row = rows[flat[i]]
+            core_key = row[_CORE_KEY]
+            noise_key = row[_NOISE_KEY]
+            pop16 = row[_POP16]
+            alone = row[_ALONE] != 0
+            first_keys = row[_KEY_START]
+            shared_keys = first_keys
+            for t in range(n_tables):
+                shared_keys += row[_KEY_COUNTS + t]
             best = -1
-            if not alone[b]:
+            if not alone:
                 while True:
                     best = -1
                     top = 0.0
                     for j in range(core_start[p], m):
                         s = score[j]
-                        if s <= top or rejected[j] == i or ckey[j] != core_key[b]:
+                        if s <= top or rejected[j] == i or ckey[j] != core_key:
                             continue
-                        if noise_key[b] >= 0 and cnoise[j] >= 0 and cnoise[j] != noise_key[b]:
+                        if noise_key >= 0 and cnoise[j] >= 0 and cnoise[j] != noise_key:
                             continue
                         ok = True
                         for r in range(n_res):
-                            if used[j, r] + shared[b, r] > cap[r]:
+                            if used[j, r] + row[_SHARED + r] > cap[r]:
                                 ok = False
                                 break
                         if not ok:
                             continue
-                        if pop16[b] > 0 and used[j, 1] + shared[b, 1] > pop16[b]:
+                        if pop16 > 0 and used[j, 1] + row[_SHARED + 1] > pop16:
                             continue
                         best = j
                         top = s
-                    if best < 0 or _tables_fit(keys, n_keys, best, shared_ptr,
-                                               shared_keys, b, table_cap, table_start):
+                    if best < 0 or _tables_fit(keys, n_keys, best, block_keys, shared_keys,
+                                               row[_KEY_COUNTS + n_tables:], table_cap,
+                                               table_start):
                         break
                     rejected[best] = i
             if best < 0:
@@ -197,18 +262,20 @@ def _pack(flat, starts, first, shared, core_key, noise_key, alone, pop16, first_
                     rejected = np.concatenate((rejected, np.full(grow, -1, dtype=np.int64)))
                 best = m
                 m += 1
-                ckey[best] = core_key[b]
+                ckey[best] = core_key
                 for r in range(n_res):
-                    used[best, r] = first[b, r]
-                _add_keys(keys, n_keys, best, first_ptr, first_keys, b, table_start)
+                    used[best, r] = row[_FIRST + r]
+                _add_keys(keys, n_keys, best, block_keys, first_keys,
+                          row[_KEY_COUNTS:_KEY_COUNTS + n_tables], table_start)
             else:
                 for r in range(n_res):
-                    used[best, r] += shared[b, r]
-                _add_keys(keys, n_keys, best, shared_ptr, shared_keys, b, table_start)
+                    used[best, r] += row[_SHARED + r]
+                _add_keys(keys, n_keys, best, block_keys, shared_keys,
+                          row[_KEY_COUNTS + n_tables:], table_start)
             core_of[i] = best
-            if noise_key[b] >= 0:
-                cnoise[best] = noise_key[b]
-            if alone[b]:
+            if noise_key >= 0:
+                cnoise[best] = noise_key
+            if alone:
                 calone[best] = True
             if calone[best]:
                 score[best] = 0.0
@@ -225,31 +292,37 @@ def _pack(flat, starts, first, shared, core_key, noise_key, alone, pop16, first_
 
 
 @njit(cache=True)
-def _tables_fit(keys, n_keys, j, ptr, indices, b, table_cap, table_start):
-    """Whether block ``b``'s keys (rows ``ptr[t, b]:ptr[t, b + 1]``) fit core ``j``."""
+def _tables_fit(keys, n_keys, j, block_keys, start, counts, table_cap, table_start):
+    """Whether a block's keys (``counts[t]`` per table, from ``block_keys[start]``) fit
+    core ``j``."""
+    e = start
     for t in range(table_cap.size):
-        a, z = ptr[t, b], ptr[t, b + 1]
-        if a == z:
+        z = e + counts[t]
+        if e == z:
             continue
         n = n_keys[j, t]
-        for e in range(a, z):
-            if not _holds(keys, n_keys, j, t, table_start[t], indices[e]):
+        for q in range(e, z):
+            if not _holds(keys, n_keys, j, t, table_start[t], block_keys[q]):
                 n += 1
         if n > table_cap[t]:
             return False
+        e = z
     return True
 
 
 @njit(cache=True)
-def _add_keys(keys, n_keys, j, ptr, indices, b, table_start):
-    """Add block ``b``'s keys to core ``j``'s tables (call `_tables_fit` first)."""
+def _add_keys(keys, n_keys, j, block_keys, start, counts, table_start):
+    """Add a block's keys (as `_tables_fit` reads them) to core ``j``'s tables (call
+    `_tables_fit` first)."""
+    e = start
     for t in range(n_keys.shape[1]):
         base = table_start[t]
-        for e in range(ptr[t, b], ptr[t, b + 1]):
-            k = indices[e]
+        for q in range(e, e + counts[t]):
+            k = block_keys[q]
             if not _holds(keys, n_keys, j, t, base, k):
                 keys[j, base + n_keys[j, t]] = k
                 n_keys[j, t] += 1
+        e += counts[t]
 
 
 @njit(cache=True)

@@ -56,6 +56,11 @@ _TABLES = (
 )
 
 
+#: `BlockKeys.prefetch` reads the facts of all blocks as columns when asked for at
+#: least this share of them.
+BULK_SHARE = 0.25
+
+
 class BlockKeys:
     """Per-block facts the packing rules read, as Python objects, built lazily.
 
@@ -68,6 +73,8 @@ class BlockKeys:
         self.graph = graph
         self._csr = {kind: m.tocsr() for kind, m in graph.configs.items()}
         self._info = {}
+        #: Every block's facts as columns (`_read_columns`), once read.
+        self._columns = None
         self._sets = {}
         self._sizes = {}
         self._need = None
@@ -134,18 +141,32 @@ class BlockKeys:
         first_keys, shared_keys)`` of ``block``; keys are per table in `_TABLES` order."""
         out = self._info.get(block)
         if out is None:
-            self.prefetch([block])
-            out = self._info[block]
+            if self._columns is None:
+                self.prefetch([block])  # may read every block's columns (small graphs)
+                out = self._info.get(block)
+            if out is None:
+                out = self._info[block] = self._assembled(block)
         return out
 
     def prefetch(self, blocks):
         """Read the facts of many ``blocks`` at once (those not read yet).
+
+        When ``blocks`` are a large share of the graph (at least `BULK_SHARE`),
+        every block's facts are read as columns of Python objects, and `info`
+        assembles a block's tuple from them when first asked: a plan reads few
+        blocks' facts after packing (a sixth at 100,000 blocks), and columns cost
+        a fraction of a tuple per block.
 
         Parameters
         ----------
         blocks : array of int
         """
         blocks = np.asarray(blocks, dtype=np.int64).reshape(-1)
+        if self._columns is not None:
+            return
+        if blocks.size >= BULK_SHARE * self.graph.n_blocks:
+            self._columns = self._read_columns()
+            return
         if len(self._info):
             blocks = np.array([b for b in blocks.tolist() if b not in self._info],
                               dtype=np.int64)
@@ -165,6 +186,27 @@ class BlockKeys:
             zip(*(keys[shared] for _, _, shared in _TABLES)),
         )
         self._info.update(zip(blocks.tolist(), facts))
+
+    def _read_columns(self):
+        """Every block's facts (`info`), one list per fact (one per resource, and
+        one per table for the keys), indexed by block."""
+        g = self.graph
+        blocks = np.arange(g.n_blocks)
+        kinds = {kind for t in _TABLES for kind in t[1:]}
+        keys = {kind: self._key_sets(kind, blocks) for kind in kinds}
+        return (g.resources.T.tolist(), g.shared_synapse_bits.tolist(), g.alone.tolist(),
+                g.core_key.tolist(), g.noise_key.tolist(), g.pop16_in_limit.tolist(),
+                [keys[first] for _, first, _ in _TABLES],
+                [keys[shared] for _, _, shared in _TABLES])
+
+    def _assembled(self, b):
+        """`info` of block ``b`` from `_read_columns` (each column named: a third of
+        the time of tuples built in loops)."""
+        (r0, r1, r2, r3), shared_bits, alone, core_key, noise_key, pop16, \
+            (f0, f1, f2, f3), (s0, s1, s2, s3) = self._columns
+        return ((r0[b], r1[b], r2[b], r3[b]), shared_bits[b], alone[b], core_key[b],
+                noise_key[b], pop16[b], (f0[b], f1[b], f2[b], f3[b]),
+                (s0[b], s1[b], s2[b], s3[b]))
 
     def _key_sets(self, kind, blocks):
         """The ``kind`` key set of each of ``blocks``, equal sets shared."""
@@ -192,23 +234,25 @@ class BlockKeys:
     def _key_sets_bulk(self, m, blocks, lengths):
         """`_key_sets` of many blocks whose rows, read as numbers in base (keys + 1),
         fit 62 bits: equal rows found with arrays."""
-        width = int(lengths.max())
-        rows = np.full((blocks.size, width), -1, dtype=np.int64)
-        inside = np.arange(width) < lengths[:, None]
-        rows[inside] = m.indices[(m.indptr[blocks][:, None] + np.arange(width))[inside]]
+        start = m.indptr[blocks]
+        last = max(int(m.indptr[-1]) - 1, 0)
         code = np.zeros(blocks.size, dtype=np.int64)
-        for column in rows.T:
-            code = code * (m.shape[1] + 1) + (column + 1)
-        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        for p in range(int(lengths.max())):
+            digit = np.where(lengths > p, m.indices[np.minimum(start + p, last)] + 1, 0)
+            code = code * (m.shape[1] + 1) + digit
+        distinct, inverse = _distinct(code)
+        # One block of each distinct row (equal codes: equal rows).
+        first = np.empty(distinct.size, dtype=np.int64)
+        first[inverse] = np.arange(blocks.size)
         sets = self._sets
         found = []
-        for row in rows[first].tolist():
-            row = tuple(x for x in row if x >= 0)
+        for a, z in zip(start[first].tolist(), (start + lengths)[first].tolist()):
+            row = tuple(m.indices[a:z].tolist())
             key_set = sets.get(row)
             if key_set is None:
                 key_set = sets[row] = frozenset(row)
             found.append(key_set)
-        return [found[i] for i in inverse.reshape(-1).tolist()]
+        return list(map(found.__getitem__, inverse.tolist()))
 
     def sizes(self, limits):
         """`effective_size` of every block under ``limits`` (computed once)."""
@@ -227,6 +271,18 @@ class BlockKeys:
             need[:, _OUT_AXONS] += self.extra
             self._need = need
         return self._need
+
+
+def _distinct(values):
+    """``(distinct, inverse)`` of non-negative int ``values`` as `np.unique` gives
+    them; without sorting when the values span at most a few times their number."""
+    if values.size and int(values.max()) < 4 * values.size + 1024:
+        present = np.zeros(int(values.max()) + 1, dtype=bool)
+        present[values] = True
+        rank = np.cumsum(present) - 1
+        return np.flatnonzero(present), rank[values]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse.reshape(-1)
 
 
 def effective_size(graph, limits=None):
@@ -416,13 +472,25 @@ class CoreBin:
     def restored(cls, graph, limits, keys, blocks, used, tables, core_key, noise_key,
                  alone, interchip):
         """A bin in a known state (as `bestfit.pack_parts` leaves it), unchecked."""
-        core = cls.__new__(cls)
-        core.graph, core.limits, core.keys = graph, limits, keys
-        core.blocks, core.used, core.tables = blocks, used, tables
-        core.core_key, core.noise_key, core.alone = core_key, noise_key, alone
-        core.interchip = interchip
-        core._cap, core._table_cap = _capacities(limits)
-        return core
+        return cls.restored_many(graph, limits, keys, [(blocks, used, tables, core_key,
+                                                        noise_key, alone, interchip)])[0]
+
+    @classmethod
+    def restored_many(cls, graph, limits, keys, states):
+        """`restored` of many bins: one per ``(blocks, used, tables, core_key,
+        noise_key, alone, interchip)`` of ``states``."""
+        cap, table_cap = _capacities(limits)
+        new = cls.__new__
+        cores = []
+        for blocks, used, tables, core_key, noise_key, alone, interchip in states:
+            core = new(cls)
+            core.graph, core.limits, core.keys = graph, limits, keys
+            core.blocks, core.used, core.tables = blocks, used, tables
+            core.core_key, core.noise_key, core.alone = core_key, noise_key, alone
+            core.interchip = interchip
+            core._cap, core._table_cap = cap, table_cap
+            cores.append(core)
+        return cores
 
     @classmethod
     def of(cls, graph, limits, keys, blocks):
@@ -531,11 +599,13 @@ def best_fit(graph, blocks, limits=None, keys=None, max_cores=None):
     limits = CoreLimits() if limits is None else limits
     keys = BlockKeys(graph) if keys is None else keys
     order = _decreasing(np.asarray(blocks, dtype=np.int64), keys.sizes(limits))
-    (cores, unplaced, full), = _compiled_best_fit(graph, limits, keys, [order], max_cores)
+    packing = _CompiledParts(graph, limits, keys, [order], max_cores)
+    (cores, unplaced, full), = packing.parts
     if not full:
         return cores, unplaced
     most = len(cores) if not unplaced else max_cores + 1
-    return _fewer_by_groups(graph, order, limits, keys, cores, most), unplaced
+    bound, = packing.table_bounds([most])
+    return _fewer_by_groups(graph, order, limits, keys, cores, most, bound), unplaced
 
 
 def best_fit_many(graph, parts, limits=None, keys=None):
@@ -549,118 +619,205 @@ def best_fit_many(graph, parts, limits=None, keys=None):
     keys = BlockKeys(graph) if keys is None else keys
     sizes = keys.sizes(limits)
     orders = [_decreasing(np.asarray(p, dtype=np.int64), sizes) for p in parts]
-    packed = _compiled_best_fit(graph, limits, keys, orders)
-    return [_fewer_by_groups(graph, order, limits, keys, cores, len(cores)) if full
-            else cores for order, (cores, _, full) in zip(orders, packed)]
+    packing = _CompiledParts(graph, limits, keys, orders)
+    bounds = packing.table_bounds([len(cores) for cores, _, _ in packing.parts])
+    return [_fewer_by_groups(graph, order, limits, keys, cores, len(cores), bound)
+            if full else cores
+            for order, (cores, _, full), bound in zip(orders, packing.parts, bounds)]
 
 
 def _compiled_best_fit(graph, limits, keys, orders, max_cores=None):
     """``(cores, unplaced, full)`` of each of ``orders`` packed best fit
     (`bestfit.pack_parts`); ``full``: some core filled a config table that can set
-    the cores' bound (`_table_bound` is None otherwise)."""
-    cap, table_cap = _capacities(limits)
-    bounding = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
-    out = []
-    found = pack_parts(keys.pack_input(), orders, cap, table_cap, max_cores)
-    for order, (core_of, arrays) in zip(orders, found):
+    the cores' bound (`_CompiledParts.table_bounds` gives None otherwise)."""
+    return _CompiledParts(graph, limits, keys, orders, max_cores).parts
+
+
+#: Config tables whose keys can set the cores' lower bound: those a block uses
+#: alike at every offset (the synapse formats widen at an offset above 0).
+_BOUNDING = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
+
+
+class _CompiledParts:
+    """Several parts packed best fit in one compiled call (`bestfit.pack_parts`).
+
+    The cores of all parts become `CoreBin` objects together, and the key-group
+    bounds of all parts are computed together (`table_bounds`), so the time is in
+    proportion to the blocks, not to the blocks times the parts.
+
+    Attributes
+    ----------
+    parts : list of (list of CoreBin, list of int, bool)
+        Per part (in the order of ``orders``): its cores, its blocks left unplaced
+        (``max_cores``), and whether some core filled a config table that can set
+        the cores' bound (`_BOUNDING`).
+    """
+
+    def __init__(self, graph, limits, keys, orders, max_cores=None):
+        self.graph, self.limits, self.keys = graph, limits, keys
+        cap, table_cap = _capacities(limits)
+        core_of, self.core_start, arrays = pack_parts(keys.pack_input(), orders, cap,
+                                                      table_cap, max_cores)
+        self.arrays = arrays
+        lengths = np.array([o.size for o in orders], dtype=np.int64)
+        #: Part of each block of ``flat``.
+        self.flat = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
+        self.part_of = np.repeat(np.arange(len(orders)), lengths)
+        n_cores, n_parts = len(arrays), len(orders)
         placed = core_of >= 0
-        blocks, owner = order[placed], core_of[placed]
-        by_core = np.argsort(owner, kind="stable")
-        bounds = np.searchsorted(owner[by_core], np.arange(len(arrays) + 1)).tolist()
-        members = blocks[by_core].tolist()
-        interchip = np.bincount(owner, keys.extra[blocks], len(arrays)).astype(np.int64)
-        core_key = graph.core_key[blocks[by_core][bounds[:-1]]].tolist()
-        cores = [
-            CoreBin.restored(graph, limits, keys, members[a:z], used, tables, key,
-                             noise, alone, extra)
-            for a, z, used, tables, key, noise, alone, extra in zip(
-                bounds[:-1], bounds[1:], arrays.used.tolist(), arrays.all_tables(),
-                core_key, arrays.noise.tolist(), arrays.alone.tolist(),
-                interchip.tolist())
+        blocks, owner = self.flat[placed], core_of[placed]
+        members = blocks[np.argsort(owner, kind="stable")]
+        ends = np.cumsum(np.bincount(owner, minlength=n_cores))
+        starts = ends - np.bincount(owner, minlength=n_cores)
+        interchip = np.bincount(owner, keys.extra[blocks], n_cores).astype(np.int64)
+        #: Voltage-limit setting of each core (that of its first block).
+        self.core_key = graph.core_key[members[starts]] if n_cores else \
+            np.zeros(0, dtype=np.int64)
+        members = members.tolist()
+        cores = CoreBin.restored_many(graph, limits, keys, zip(
+            map(members.__getitem__, map(slice, starts.tolist(), ends.tolist())),
+            arrays.used.tolist(), arrays.all_tables(), self.core_key.tolist(),
+            arrays.noise.tolist(), arrays.alone.tolist(), interchip.tolist()))
+        filled = (arrays.n_keys[:, _BOUNDING] >= np.asarray(table_cap)[_BOUNDING]).any(axis=1)
+        core_part = np.repeat(np.arange(n_parts), np.diff(self.core_start))
+        #: (parts,) bool: `parts`' ``full``.
+        self.full = np.bincount(core_part, filled, n_parts) > 0
+        left = ~placed
+        left_bounds = np.searchsorted(self.part_of[left], np.arange(n_parts + 1)).tolist()
+        left = self.flat[left].tolist()
+        core_bounds = self.core_start.tolist()
+        self.parts = [
+            (cores[core_bounds[p]:core_bounds[p + 1]],
+             left[left_bounds[p]:left_bounds[p + 1]], bool(full))
+            for p, full in enumerate(self.full.tolist())
         ]
-        full = bool((arrays.n_keys[:, bounding] >=
-                     np.asarray(table_cap)[bounding]).any()) if len(arrays) else False
-        out.append((cores, order[~placed].tolist(), full))
-    return out
+
+    def table_bounds(self, most):
+        """Per part, a lower bound on the cores its blocks need, when a config table
+        sets it (it exceeds what their resources need) and it is below ``most[p]``;
+        else None.
+
+        Cheap unless a config table filled some core of the part (``full``) and the
+        keys its cores hold exceed the resources' bound times the table's size: only
+        then are the distinct keys of the part's blocks counted (per voltage-limit
+        group, blocks that need a core of their own aside). Each group's bound is the
+        largest of its resources' bound, its noise settings and, so counted, its keys
+        per table; a part's bound adds up its groups' and its blocks alone.
+
+        Parameters
+        ----------
+        most : sequence of int
+            Per part, the cores its bound must stay below.
+
+        Returns
+        -------
+        list of (int or None)
+        """
+        g, keys = self.graph, self.keys
+        n_parts = self.full.size
+        out = [None] * n_parts
+        inside = self.full[self.part_of]
+        blocks, part = self.flat[inside], self.part_of[inside]
+        alone = g.alone[blocks]
+        rest, part = blocks[~alone], part[~alone]
+        if rest.size == 0:
+            return out
+        cap, table_cap = _capacities(self.limits)
+        # Groups: the blocks (not alone) of one part with one voltage-limit setting.
+        settings = np.unique(g.core_key[rest])
+        group_code, group = np.unique(
+            part * settings.size + np.searchsorted(settings, g.core_key[rest]),
+            return_inverse=True)
+        group = group.reshape(-1)
+        n_groups = group_code.size
+        group_part = group_code // settings.size
+        need = keys.shared_need()[rest].astype(np.float64)
+        need[:, _SYN_BITS] = np.minimum(need[:, _SYN_BITS], g.resources[rest, _SYN_BITS])
+        totals = np.stack([np.bincount(group, need[:, r], n_groups)
+                           for r in range(need.shape[1])], axis=1)
+        res = np.ceil(totals / np.asarray(cap, dtype=np.float64)).max(axis=1)
+        res = res.astype(np.int64)
+        noise = g.noise_key[rest]
+        noisy = noise >= 0
+        bound = np.maximum(np.maximum(res, _distinct_per_group(
+            group[noisy], noise[noisy], n_groups)), 1)
+        # Keys held by each group's cores (blocks alone included): an upper bound;
+        # where it exceeds the resources' bound, the blocks' keys are counted.
+        held, counts = self.arrays.held_keys()
+        held_core = np.repeat(np.arange(counts.shape[0]), counts.sum(axis=1))
+        held_table = np.repeat(np.tile(np.arange(counts.shape[1]), counts.shape[0]),
+                               counts.ravel())
+        held_group = self._core_groups(settings, group_code)[held_core]
+        counted = np.zeros(n_groups, dtype=bool)
+        for t in _BOUNDING:
+            mine = (held_table == t) & (held_group >= 0)
+            n_held = _distinct_per_group(held_group[mine], held[mine], n_groups)
+            counted |= -(-n_held // table_cap[t]) > res
+        by_table = np.zeros(n_parts, dtype=bool)
+        blocks = rest[counted[group]]
+        owner = group[counted[group]]
+        for t in _BOUNDING:
+            m = keys._csr[_TABLES[t][1]]
+            idx, row = _row_entries(m.indptr, blocks)
+            n_keys = _distinct_per_group(owner[row], m.indices[idx], n_groups)
+            need_t = np.where(counted, -(-n_keys // table_cap[t]), 0)
+            by_table[group_part[counted & (need_t > res)]] = True
+            bound = np.maximum(bound, need_t)
+        n_alone = np.bincount(self.part_of[inside][alone], minlength=n_parts)
+        total = n_alone + np.bincount(group_part, bound, n_parts).astype(np.int64)
+        for p in np.flatnonzero(by_table).tolist():
+            if total[p] < most[p]:
+                out[p] = int(total[p])
+        return out
+
+    def _core_groups(self, settings, group_code):
+        """(n_cores,) the group (of `table_bounds`) of each core, -1 for none."""
+        n_parts = self.full.size
+        core_part = np.repeat(np.arange(n_parts), np.diff(self.core_start))
+        pos = np.minimum(np.searchsorted(settings, self.core_key), settings.size - 1)
+        code = core_part * settings.size + pos
+        at = np.minimum(np.searchsorted(group_code, code), group_code.size - 1)
+        found = (settings[pos] == self.core_key) & (group_code[at] == code)
+        return np.where(found, at, -1)
 
 
-def _fewer_by_groups(graph, order, limits, keys, cores, most):
-    """``cores``, or fewer from `pack_groups` when a config table sets the bound."""
-    bound = _table_bound(graph, limits, keys, order, most, _table_groups(cores))
+def _distinct_per_group(group, values, n_groups):
+    """(n_groups,) number of distinct ``values`` in each group (``group``: the group
+    of each value)."""
+    if group.size == 0:
+        return np.zeros(n_groups, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int64)
+    low = int(values.min())
+    width = int(values.max()) - low + 1
+    if width * n_groups >= 2 ** 62:
+        _, values = np.unique(values, return_inverse=True)
+        low, width = 0, int(values.max()) + 1
+    pairs = np.unique(group * width + (values.reshape(-1) - low))
+    return np.bincount(pairs // width, minlength=n_groups)
+
+
+def _row_entries(indptr, rows):
+    """Positions of every stored entry of ``rows`` of a compressed matrix, and the
+    index in ``rows`` each belongs to."""
+    if rows.size == 1:
+        start, stop = indptr[rows[0]], indptr[rows[0] + 1]
+        return np.arange(start, stop), np.zeros(stop - start, dtype=np.int64)
+    start = indptr[rows]
+    lengths = indptr[rows + 1] - start
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(rows.size), lengths)
+    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(start, lengths) + offsets, owner
+
+
+def _fewer_by_groups(graph, order, limits, keys, cores, most, bound):
+    """``cores``, or fewer from `pack_groups` when a config table sets the bound
+    (``bound``, from `_CompiledParts.table_bounds`)."""
     if bound is not None:
         found = _fewest_groups(graph, order, limits, keys, bound, most - 1)
         if found is not None:
             return found
     return cores
-
-
-class _TableGroup:
-    """Largest table of any core of a voltage-limit group and the keys its cores
-    hold, per table (what `_table_bound` reads)."""
-
-    def __init__(self, n_tables):
-        self.largest = [0] * n_tables
-        self.holders = [set() for _ in range(n_tables)]
-
-
-def _table_groups(cores):
-    """Voltage-limit setting -> `_TableGroup` of ``cores``."""
-    groups = {}
-    for core in cores:
-        group = groups.get(core.core_key)
-        if group is None:
-            group = groups[core.core_key] = _TableGroup(len(_TABLES))
-        for t, table in enumerate(core.tables):
-            if table:
-                group.largest[t] = max(group.largest[t], len(table))
-                group.holders[t] |= table
-    return groups
-
-
-def _table_bound(graph, limits, keys, blocks, cores, groups):
-    """A lower bound on the cores ``blocks`` need, when a config table sets it (it
-    exceeds what their resources need) and it is below ``cores``; else None.
-
-    Cheap unless a config table filled some core and holds more keys than the
-    resources' bound times its size: only then are the distinct keys of the
-    blocks counted (per voltage-limit group, blocks that need a core of their
-    own aside). ``groups``: voltage-limit setting -> the ``largest`` table of any
-    of its cores and the keys they hold (``holders``), per table (`_table_groups`).
-    """
-    cap, table_cap = _capacities(limits)
-    tables = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
-    if not any(group.largest[t] >= table_cap[t] for group in groups.values()
-               for t in tables):
-        return None
-    g = graph
-    blocks = np.asarray(blocks, dtype=np.int64)
-    alone = g.alone[blocks]
-    rest = blocks[~alone]
-    need = keys.shared_need()[rest].astype(np.float64)
-    need[:, _SYN_BITS] = np.minimum(need[:, _SYN_BITS], g.resources[rest, _SYN_BITS])
-    cap = np.asarray(cap, dtype=np.float64)
-    total, by_table = int(alone.sum()), False
-    for key in np.unique(g.core_key[rest]).tolist():
-        inside = g.core_key[rest] == key
-        members = rest[inside]
-        res = int(np.ceil(need[inside].sum(axis=0) / cap).max())
-        noise = g.noise_key[members]
-        bound = max(res, np.unique(noise[noise >= 0]).size, 1)
-        group = groups.get(key)
-        # Keys held by the group's cores (blocks alone included): an upper bound.
-        if group is not None and any(-(-len(group.holders[t]) // table_cap[t]) > res
-                                     for t in tables):
-            for t in tables:
-                m = keys._csr[_TABLES[t][1]]
-                start, stop = m.indptr[members], m.indptr[members + 1]
-                lengths = stop - start
-                entry = np.repeat(start - np.cumsum(lengths) + lengths, lengths) + \
-                    np.arange(lengths.sum())
-                need_t = -(-np.unique(m.indices[entry]).size // table_cap[t])
-                by_table |= need_t > res
-                bound = max(bound, need_t)
-        total += bound
-    return total if by_table and total < cores else None
 
 
 def _fewest_groups(graph, blocks, limits, keys, low, high):

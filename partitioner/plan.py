@@ -99,13 +99,13 @@ class Plan:
             )
         if np.any(np.diff(self.core_ptr) <= 0):
             raise PlanError("Plan is corrupt: a core holds no blocks. Re-create the plan.")
-        if n and not np.array_equal(np.sort(self.layout), np.arange(n)):
+        if n and not _is_permutation(self.layout, n):
             raise PlanError(
                 "Plan is corrupt: every block must appear exactly once in the layout. "
                 "Re-create the plan."
             )
         ranks = None if self.block_order is None else np.asarray(self.block_order.ranks)
-        if ranks is not None and not np.array_equal(np.sort(ranks), np.arange(n)):
+        if ranks is not None and not _is_permutation(ranks, n):
             raise PlanError(
                 "Plan is corrupt: block_order must rank every block once. Re-create the "
                 "plan."
@@ -138,10 +138,13 @@ class Plan:
         """
         block_core = np.asarray(block_core, dtype=np.int64)
         n_cores = len(core_chip)
-        key = np.zeros(block_core.size) if order is None else np.asarray(order)
-        layout = np.lexsort((np.arange(block_core.size), key, block_core))
         counts = np.bincount(block_core, minlength=n_cores)
         core_ptr = np.concatenate([[0], np.cumsum(counts)])
+        layout = None if order is None else _positioned(block_core, np.asarray(order),
+                                                        counts, core_ptr)
+        if layout is None:
+            key = np.zeros(block_core.size) if order is None else np.asarray(order)
+            layout = np.lexsort((np.arange(block_core.size), key, block_core))
         return cls(layout=layout, core_ptr=core_ptr, core_chip=core_chip, **kwargs)
 
     # ------------------------------------------------------------ views
@@ -411,6 +414,33 @@ class Plan:
             f"{'; '.join(differences)}. Make a new plan for this model with "
             f"partitioner.partition() or `partitioner plan`."
         )
+
+
+def _positioned(block_core, order, counts, core_ptr):
+    """The layout of `Plan.from_assignment` when ``order`` numbers the blocks of each
+    core ``0, 1, ...`` (as packing lays them out): each block put straight at its
+    place, without sorting. None for any other ``order``."""
+    n = block_core.size
+    if not np.issubdtype(order.dtype, np.integer) or order.shape != (n,):
+        return None
+    if n and (order.min() < 0 or np.any(order >= counts[block_core])):
+        return None
+    layout = np.full(n, -1, dtype=np.int64)
+    layout[core_ptr[block_core] + order] = np.arange(n)
+    return None if np.any(layout < 0) else layout  # two blocks at one place
+
+
+def _is_permutation(values, n):
+    """Whether ``values`` hold each of ``0 .. n - 1`` once (for integers, counted
+    instead of sorted)."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.integer) or values.shape != (n,):
+        return np.array_equal(np.sort(values), np.arange(n))
+    if n == 0:
+        return True
+    if values.min() < 0 or values.max() >= n:
+        return False
+    return bool(np.bincount(values, minlength=n).min() == 1)
 
 
 def _read_order(data):

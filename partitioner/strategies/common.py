@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from partitioner.bestfit import first_with_room
 from partitioner.graph import RESOURCES
-from partitioner.packing import WINDOW, BlockKeys, CoreBin, best_fit_many
+from partitioner.packing import WINDOW, BlockKeys, CoreBin, _row_entries, best_fit_many
 
 SYNAPSE_BITS = RESOURCES.index("synapse_bits")
 OUT_AXONS = RESOURCES.index("out_axons")
@@ -76,10 +76,8 @@ class Packed:
         self.cores = cores
         self.core_chip = core_chip
         self.block_core = np.full(ctx.graph.n_blocks, -1, dtype=np.int64)
-        sizes = [len(core.blocks) for core in self.cores]
-        flat = [b for core in self.cores for b in core.blocks]
-        self.block_core[np.asarray(flat, dtype=np.int64)] = np.repeat(
-            np.arange(len(sizes), dtype=np.int64), sizes)
+        sizes, flat = _core_blocks(self.cores)
+        self.block_core[flat] = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
 
     # ------------------------------------------------------------ indexes
     @property
@@ -264,9 +262,7 @@ class Packed:
         own synapse formats; pop16 receivers have their ids in range), so a plan
         keeps it.
         """
-        sizes = [len(core.blocks) for core in self.cores]
-        flat = np.fromiter((b for core in self.cores for b in core.blocks),
-                           dtype=np.int64, count=sum(sizes))
+        sizes, flat = _core_blocks(self.cores)
         starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
         order = np.zeros(self.block_core.size, dtype=np.int64)
         order[flat] = np.arange(flat.size) - starts
@@ -697,18 +693,14 @@ def _rows_of(m, rows):
             [int(z - a) for a, z in spans])
 
 
-def _row_entries(indptr, rows):
-    """Positions of every stored entry of ``rows`` of a compressed matrix, and the
-    index in ``rows`` each belongs to."""
-    if rows.size == 1:
-        start, stop = indptr[rows[0]], indptr[rows[0] + 1]
-        return np.arange(start, stop), np.zeros(stop - start, dtype=np.int64)
-    start = indptr[rows]
-    lengths = indptr[rows + 1] - start
-    total = int(lengths.sum())
-    owner = np.repeat(np.arange(rows.size), lengths)
-    offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.repeat(start, lengths) + offsets, owner
+def _core_blocks(cores):
+    """``(sizes, flat)``: the number of blocks of each of ``cores`` (a list) and all
+    their blocks, core after core (an int64 array)."""
+    blocks = [core.blocks for core in cores]
+    sizes = list(map(len, blocks))
+    flat = np.fromiter(itertools.chain.from_iterable(blocks), dtype=np.int64,
+                       count=sum(sizes))
+    return sizes, flat
 
 
 def _nonzero(blocks, delta):
