@@ -183,6 +183,73 @@ def test_better_chips_from_row_equal_recounted():
             refine._better_chips(traffic, b, block_chip, 6)
 
 
+def test_chip_traffic_with_replaced_rows_equals_recounted():
+    graph = random_graph(900, seed=5)
+    traffic = graph.symmetric_traffic()
+    rng = np.random.default_rng(3)
+    block_chip = rng.integers(0, 7, graph.n_blocks)
+    to_chip = chip_traffic(traffic, block_chip, 7)
+    moved = rng.choice(graph.n_blocks, 40, replace=False)
+    block_chip[moved] = rng.integers(0, 7, moved.size)
+    changed = np.zeros(graph.n_blocks, dtype=bool)
+    changed[moved] = True
+    for b in moved:
+        changed[traffic.indices[traffic.indptr[b]:traffic.indptr[b + 1]]] = True
+    rows = np.flatnonzero(changed)
+    updated = refine._with_rows(to_chip, rows, chip_traffic(traffic[changed], block_chip, 7))
+    assert np.array_equal(updated.toarray(), chip_traffic(traffic, block_chip, 7).toarray())
+
+
+@pytest.mark.parametrize("form", ["canonical", "unsorted", "duplicates"])
+def test_diagonal_dropped_as_scipy_drops_it(form):
+    from partitioner.graph import _without_diagonal
+
+    rng = np.random.default_rng(4)
+    n = 60
+    rows, cols = rng.integers(0, n, 400), rng.integers(0, n, 400)
+    if form == "unsorted":
+        keep = rows != cols  # no diagonal entry: scipy keeps each row's order
+        rows, cols = rows[keep], cols[keep]
+    vals = rng.integers(-2, 3, rows.size).astype(float)
+    m = sp.coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
+    if form == "canonical":
+        m.sum_duplicates()
+    elif form == "unsorted":
+        m.sum_duplicates()
+        order = np.concatenate([np.arange(a, z)[::-1] for a, z in
+                                zip(m.indptr[:-1], m.indptr[1:])]).astype(np.int64)
+        m = sp.csr_matrix((m.data[order], m.indices[order], m.indptr), shape=(n, n))
+    else:  # repeated (row, column) pairs kept as separate entries
+        by_row = np.argsort(rows, kind="stable")
+        indptr = np.searchsorted(rows[by_row], np.arange(n + 1))
+        m = sp.csr_matrix((vals[by_row], cols[by_row], indptr), shape=(n, n))
+        assert not m.has_canonical_format
+    expected = m.copy()
+    expected.setdiag(0)
+    expected.eliminate_zeros()
+    found = _without_diagonal(m.copy())
+    assert np.array_equal(found.toarray(), expected.toarray())
+    assert found.nnz == expected.nnz
+
+
+def test_layout_from_core_positions_equals_sorted_layout():
+    from partitioner.plan import Plan
+
+    rng = np.random.default_rng(6)
+    block_core = rng.integers(0, 30, 500)
+    order = np.empty(500, dtype=np.int64)
+    for c in range(30):
+        members = np.flatnonzero(block_core == c)
+        order[members] = rng.permutation(members.size)
+    chips = rng.integers(0, 3, 30).tolist()
+    plan = Plan.from_assignment(block_core, chips, order=order)
+    expected = np.lexsort((np.arange(500), order, block_core))
+    assert np.array_equal(plan.layout, expected)
+    # An order that is not a position on the core still lays blocks out by it.
+    scaled = Plan.from_assignment(block_core, chips, order=order * 10 + 3)
+    assert np.array_equal(scaled.layout, expected)
+
+
 def test_core_chip_flow_equals_dense_reference():
     graph = random_graph(1000, seed=10)
     ctx = _context(graph)

@@ -136,10 +136,17 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
     version = [0] * (n_chips + 1)
     failed = {}
     no_room = _NoRoom(packed, cap)
+    to_chip = changed = None
     for _ in range(max_passes):
         block_chip = packed.block_chip()
         chip_blocks = np.bincount(block_chip, minlength=n_chips)
-        to_chip = chip_traffic(traffic, block_chip, n_chips)
+        if to_chip is None:
+            to_chip = chip_traffic(traffic, block_chip, n_chips)
+        else:
+            # Only the rows of blocks that moved or have a neighbour that moved
+            # changed (after the first pass, a small share of all rows).
+            to_chip = _with_rows(to_chip, np.flatnonzero(changed),
+                                 chip_traffic(traffic[changed], block_chip, n_chips))
         to_chip.sort_indices()
         candidates = _improving_blocks(to_chip, block_chip)
         # Blocks next to a block moved in this pass: their row of to_chip is stale.
@@ -166,6 +173,7 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                     chip_blocks[dest] += 1
                     block_chip[b] = dest
                     stale[traffic.indices[traffic.indptr[b]:traffic.indptr[b + 1]]] = True
+                    stale[b] = True
                     moves += 1
                     version[own] += 1
                     version[dest] += 1
@@ -173,6 +181,7 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                         version[n_chips] += 1
                     break
                 failed[(b, dest)] = state
+        changed = stale
         total_moves += moves
         if moves == 0 or (ctx.graph.n_blocks > CLUSTER_MAX_BLOCKS and
                           moves < PASS_MIN_MOVES * candidates.size):
@@ -348,6 +357,32 @@ def _move_cluster(packed, ctx, blocks, src, dest, cap):
             return False
         done.append(b)
     return True
+
+
+def _with_rows(m, rows, new_rows):
+    """CSR matrix ``m`` with its ``rows`` (ascending) replaced by the rows of
+    ``new_rows``, in one pass over the entries."""
+    n = m.shape[0]
+    lengths = np.diff(m.indptr)
+    new_lengths = np.diff(new_rows.indptr)
+    replaced = np.zeros(n, dtype=bool)
+    replaced[rows] = True
+    kept = np.flatnonzero(~np.repeat(replaced, lengths))
+    lengths[rows] = new_lengths
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    # An entry keeps its offset in its row; rows move by the change of their start.
+    kept_row = np.repeat(np.arange(n), np.diff(m.indptr))[kept]
+    new_row = np.repeat(rows, new_lengths)
+    position = np.concatenate([
+        kept + (indptr[kept_row] - m.indptr[kept_row]),
+        np.arange(new_row.size) + np.repeat(indptr[rows] - new_rows.indptr[:-1],
+                                            new_lengths)])
+    indices = np.empty(indptr[-1], dtype=m.indices.dtype)
+    data = np.empty(indptr[-1], dtype=m.data.dtype)
+    indices[position] = np.concatenate([m.indices[kept], new_rows.indices])
+    data[position] = np.concatenate([m.data[kept], new_rows.data])
+    return sp.csr_matrix((data, indices, indptr), shape=m.shape)
 
 
 def _improving_blocks(to_chip, block_chip):
