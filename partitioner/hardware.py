@@ -188,6 +188,10 @@ class EnergyModel:
         return dataclasses.replace(self, **changes)
 
 
+#: `BoardSpec.hop_matrix` of each (chips, mesh shape) computed so far.
+_HOP_MATRICES = {}
+
+
 @dataclass(frozen=True)
 class BoardSpec:
     """A Loihi system: chips on a 2-D mesh of chip-to-chip links.
@@ -249,9 +253,18 @@ class BoardSpec:
         """Manhattan hop count between every pair of chip positions (dense, n x n).
 
         Boards have at most 768 chips, so the dense matrix is at most 590k entries.
+        It is computed once per mesh and shared (read-only: copy it to change it).
         """
-        pos = self.chip_positions()
-        return np.abs(pos[:, None, :] - pos[None, :, :]).sum(axis=2)
+        key = (self.n_chips, tuple(self.mesh_shape))
+        found = _HOP_MATRICES.get(key)
+        if found is None:
+            pos = self.chip_positions()
+            found = np.abs(pos[:, None, :] - pos[None, :, :]).sum(axis=2)
+            found.flags.writeable = False
+            if len(_HOP_MATRICES) >= 4:
+                _HOP_MATRICES.pop(next(iter(_HOP_MATRICES)))
+            _HOP_MATRICES[key] = found
+        return found
 
     def with_chips(self, n_chips):
         """The same board model restricted to its first ``n_chips`` chips.

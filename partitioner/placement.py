@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from numba import njit
 
 from partitioner.errors import PartitionerError, PlanError
 from partitioner.hardware import get_board
@@ -521,16 +522,31 @@ def _swap_search(sym, hops, start, work):
     step = SWAP_OPS + n_pos * (n + n_pos)
     while not work.done:
         work.spend(step)
-        diag = np.diag(M)
-        delta = (M[:n] + M.T[:n] - diag[:n, None] - diag[None, :]
-                 + 2 * S[:n] * D[:n])
-        flat = int(np.argmin(delta))
-        a, b = divmod(flat, n_pos)
-        if delta[a, b] >= -tol:
+        a, b, best = _best_swap(M, S, D, n)
+        if best >= -tol:
             break
         perm[a], perm[b] = perm[b], perm[a]
         M, D = _swap_update(S, M, D, hops, perm, a, b, n)
     return perm[:n].copy()
+
+
+@njit(cache=True)
+def _best_swap(M, S, D, n):
+    """``(a, b, delta)``: the swap of entries ``a < n`` and ``b`` of the permutation
+    that lowers the cost most (`_swap_search`), the first in row-major order among
+    equals, as ``np.argmin`` over the whole delta matrix would find it, without
+    building that matrix (chips x positions) at every step."""
+    n_pos = M.shape[1]
+    best, best_a, best_b = np.inf, 0, 0
+    for a in range(n):
+        m_aa = M[a, a]
+        for b in range(n_pos):
+            # Same operations in the same order as the array expression
+            # M + M.T - diag[:, None] - diag[None, :] + 2 * S * D.
+            delta = M[a, b] + M[b, a] - m_aa - M[b, b] + 2 * S[a, b] * D[a, b]
+            if delta < best:
+                best, best_a, best_b = delta, a, b
+    return best_a, best_b, best
 
 
 def _swap_update(S, M, D, hops, perm, a, b, n):

@@ -264,3 +264,19 @@ def test_greedy_placement_on_a_mesh_equals_summing_hops(board_name, n):
     expected = summing_hops(np.random.default_rng(1))
     got = _greedy(sym, hops, np.random.default_rng(1), board.chip_positions())
     assert np.array_equal(got, expected)
+
+
+def test_best_swap_equals_argmin_of_the_delta_matrix():
+    from partitioner.placement import _best_swap
+
+    rng = np.random.default_rng(8)
+    for n, n_pos in [(1, 1), (3, 8), (12, 16), (30, 64)]:
+        S = np.zeros((n_pos, n_pos))
+        S[:n, :n] = rng.integers(0, 4, (n, n)) * 0.5
+        D = rng.integers(0, 6, (n_pos, n_pos)).astype(float)
+        M = np.zeros((n_pos, n_pos))
+        M[:n] = S[:n] @ D
+        diag = np.diag(M)
+        delta = M[:n] + M.T[:n] - diag[:n, None] - diag[None, :] + 2 * S[:n] * D[:n]
+        a, b = divmod(int(np.argmin(delta)), n_pos)
+        assert _best_swap(M, S, D, n) == (a, b, delta[a, b])
