@@ -430,6 +430,39 @@ def test_group_entry_changes_agree_with_a_recount(seed, size):
     assert np.array_equal(found, change)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_single_block_entry_changes_agree_with_group_and_fit_check(seed):
+    """`Packed.entry_changes` (compiled) equals the group count for one block, and
+    the compiled check of a few senders' cores agrees with the array check."""
+    ctx, packed = _small_packed()
+    graph = ctx.graph
+    rng = np.random.default_rng(seed)
+    b = int(rng.integers(graph.n_blocks))
+    dest = int(rng.integers(packed.n_chips))
+    extra, senders, delta = packed.entry_changes(b, dest)
+    own, g_senders, g_delta = packed.group_entry_changes([b], [dest])
+    assert extra == graph.interchip_extra(_moved(packed.block_chip(), b, dest))[b]
+    assert extra - packed.ctx.keys.extra_of(b) == own[0]
+    assert sorted(zip(senders.tolist(), delta.tolist())) == \
+        sorted(zip(g_senders.tolist(), g_delta.tolist()))
+    # The fit check: a few senders (compiled) against many (arrays), same answer.
+    usage = packed.usage()
+    blocks = rng.choice(graph.n_blocks, 40)
+    cores = packed.block_core[blocks]
+    room = ctx.limits.out_axons - usage[cores, OUT]
+    for scale in (0, 2, 6):
+        change = rng.integers(-3, 4, 40) + scale * room // 8
+        many = np.tile(blocks, 2), np.concatenate([change, np.zeros(40, np.int64)])
+        assert packed.entries_fit(blocks, change) == packed.entries_fit(*many)
+
+
+def _moved(block_chip, b, dest):
+    after = block_chip.copy()
+    after[b] = dest
+    return after
+
+
 def test_checked_core_moves_keep_entries_exact():
     """`Packed.move_core_checked` moves a core only when every core stays within
     its entries, and keeps each core's count equal to a recount."""
