@@ -180,13 +180,11 @@ class PackedCores:
                   self.n_keys[:, table_of])
         return self.keys[inside], self.n_keys
 
-    def all_tables(self):
-        """Per core, the keys of each config table, as sets."""
-        flat, counts = self.held_keys()
-        flat, n_tables = flat.tolist(), counts.shape[1]
-        ends = np.cumsum(counts.ravel()).tolist()
-        sets = [set(flat[a:z]) for a, z in zip([0] + ends[:-1], ends)]
-        return [sets[i:i + n_tables] for i in range(0, len(sets), n_tables)]
+    def table_sets(self, i):
+        """The keys of each config table of core ``i``, as sets (what
+        `packing.CoreBin.tables` holds)."""
+        row, counts = self.keys[i].tolist(), self.n_keys[i].tolist()
+        return [set(row[a:a + n]) for a, n in zip(self.table_start.tolist(), counts)]
 
 
 @njit(cache=True)

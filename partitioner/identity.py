@@ -281,10 +281,10 @@ def _n_distinct(values):
 
 
 # ------------------------------------------------------------------ caching
-#: Block orders of the graphs seen last (keyed by their content), so that several
-#: plans of one graph (a what-if sweep) compute it once.
+#: Block orders and fingerprints of the graphs seen last (keyed by their content),
+#: so that several plans of one graph (a what-if sweep) compute them once.
 _CACHE = OrderedDict()
-_CACHE_SIZE = 8
+_CACHE_SIZE = 16
 
 
 def _raw_digest(graph):
@@ -386,6 +386,10 @@ def fingerprint(graph):
         which part of two models differs. Block order, labels, sources and spike
         rates do not enter it.
     """
+    return _cached(graph, "fingerprint", lambda: _fingerprint(graph))
+
+
+def _fingerprint(graph):
     parts = _parts(graph)
     overall = hashlib.sha256("".join(d for _, d in parts.values()).encode()).hexdigest()
     fields = [

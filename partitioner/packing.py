@@ -20,6 +20,7 @@ cores first-fit-decreasing, preferring the core a block exchanges most traffic w
 
 from __future__ import annotations
 
+import itertools
 import operator
 
 import numpy as np
@@ -327,7 +328,7 @@ class CoreBin:
     offset 0 and keeps its own synapse formats.
     """
 
-    __slots__ = ("graph", "limits", "keys", "blocks", "used", "tables", "core_key",
+    __slots__ = ("graph", "limits", "keys", "blocks", "used", "_tables", "core_key",
                  "noise_key", "alone", "interchip", "_cap", "_table_cap")
 
     def __init__(self, graph, limits, keys):
@@ -343,6 +344,19 @@ class CoreBin:
         #: Output axon entries of ``used`` that are extra for targets on other chips.
         self.interchip = 0
         self._cap, self._table_cap = _capacities(limits)
+
+    @property
+    def tables(self):
+        """Per config table (`_TABLES` order), the set of keys the core holds."""
+        tables = self._tables
+        if type(tables) is tuple:  # (PackedCores, index): read when first needed
+            packed, i = tables
+            tables = self._tables = packed.table_sets(i)
+        return tables
+
+    @tables.setter
+    def tables(self, tables):
+        self._tables = tables
 
     def need(self, block):
         """Resources ``block`` would use if added now (synapse bits depend on offset,
@@ -676,7 +690,9 @@ class _CompiledParts:
         members = members.tolist()
         cores = CoreBin.restored_many(graph, limits, keys, zip(
             map(members.__getitem__, map(slice, starts.tolist(), ends.tolist())),
-            arrays.used.tolist(), arrays.all_tables(), self.core_key.tolist(),
+            # Most cores' tables are never read again: each is read when first needed.
+            arrays.used.tolist(), zip(itertools.repeat(arrays), range(n_cores)),
+            self.core_key.tolist(),
             arrays.noise.tolist(), arrays.alone.tolist(), interchip.tolist()))
         filled = (arrays.n_keys[:, _BOUNDING] >= np.asarray(table_cap)[_BOUNDING]).any(axis=1)
         core_part = np.repeat(np.arange(n_parts), np.diff(self.core_start))

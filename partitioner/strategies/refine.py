@@ -137,6 +137,7 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
     failed = {}
     no_room = _NoRoom(packed, cap)
     to_chip = changed = None
+    better_of = {}  # block -> its better chips, while its row of to_chip holds
     for _ in range(max_passes):
         block_chip = packed.block_chip()
         chip_blocks = np.bincount(block_chip, minlength=n_chips)
@@ -145,8 +146,11 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
         else:
             # Only the rows of blocks that moved or have a neighbour that moved
             # changed (after the first pass, a small share of all rows).
-            to_chip = _with_rows(to_chip, np.flatnonzero(changed),
+            rows = np.flatnonzero(changed)
+            to_chip = _with_rows(to_chip, rows,
                                  chip_traffic(traffic[changed], block_chip, n_chips))
+            for b in rows.tolist():
+                better_of.pop(b, None)
         to_chip.sort_indices()
         candidates = _improving_blocks(to_chip, block_chip)
         # Blocks next to a block moved in this pass: their row of to_chip is stale.
@@ -159,7 +163,9 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
             if stale[b]:
                 better = _better_chips(traffic, b, block_chip, n_chips)
             else:
-                better = _better_in_row(to_chip, b, own)
+                better = better_of.get(b)
+                if better is None:
+                    better = better_of[b] = _better_in_row(to_chip, b, own)
             for dest in better:
                 state = (version[dest], version[n_chips])
                 if failed.get((b, dest)) == state:
