@@ -95,6 +95,23 @@ def test_pack_without_traffic_is_best_fit():
     assert [c.blocks for c in a] == [c.blocks for c in b]
 
 
+def test_packed_cores_hold_the_tables_their_blocks_need():
+    """Cores from the compiled packing read their config tables when first asked;
+    they equal the tables of the same blocks added one by one."""
+    graph = _mixed_graph(400, 3)
+    keys = BlockKeys(graph)
+    limits = get_board("nahuku32").limits
+    parts = np.array_split(np.random.default_rng(0).permutation(400), 3)
+    held = 0
+    for cores in packing.best_fit_many(graph, parts, limits, keys):
+        for core in cores:
+            again = packing.CoreBin.of(graph, limits, keys, core.blocks)
+            assert core.tables == again.tables
+            assert core.used == again.used
+            held += sum(map(len, core.tables))
+    assert held > 0
+
+
 def test_prefetched_facts_equal_single_reads():
     graph = _mixed_graph(300, 7)
     bulk = BlockKeys(graph)
