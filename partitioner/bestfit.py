@@ -22,7 +22,7 @@ from numba import njit
 
 from partitioner.graph import RESOURCES
 
-__all__ = ["PackInput", "pack_parts", "cores_with_room", "first_with_room"]
+__all__ = ["PackInput", "pack_parts", "cores_with_room", "cores_to_try", "first_with_room"]
 
 _SYN_BITS = RESOURCES.index("synapse_bits")
 _OUT_AXONS = RESOURCES.index("out_axons")
@@ -353,6 +353,47 @@ def cores_with_room(usage, closed, cores, need, capacity):
             out[n] = c
             n += 1
     return out[:n]
+
+
+@njit(cache=True)
+def cores_to_try(usage, closed, cores, need, capacity, near, weights, window):
+    """The cores a block may join, in the order to try them: of `cores_with_room`
+    (``cores`` ascending), first up to ``window`` of those the block exchanges the
+    most traffic with (``weights`` to neighbours on cores ``near``; ties in the order
+    the neighbours come), then up to ``window`` of the others in order.
+
+    Returns
+    -------
+    (m,) int64 ndarray
+    """
+    roomy = cores_with_room(usage, closed, cores, need, capacity)
+    m = roomy.size
+    affinity = np.zeros(m)
+    slot = np.full(m, -1, dtype=np.int64)  # order in which each core was first met
+    met = np.empty(m, dtype=np.int64)
+    n_met = 0
+    for k in range(near.size):
+        pos = np.searchsorted(roomy, near[k])
+        if pos < m and roomy[pos] == near[k]:
+            if slot[pos] < 0:
+                slot[pos] = n_met
+                met[n_met] = pos
+                n_met += 1
+            affinity[pos] += weights[k]
+    met = met[:n_met]
+    ranked = met[np.argsort(-affinity[met], kind="mergesort")][:window]
+    out = np.empty(min(n_met, window) + min(m - n_met, window), dtype=np.int64)
+    n = 0
+    for pos in ranked:
+        out[n] = roomy[pos]
+        n += 1
+    for pos in range(m):
+        if n == out.size:
+            break
+        if slot[pos] < 0:
+            out[n] = roomy[pos]
+            n += 1
+    return out
 
 
 @njit(cache=True)

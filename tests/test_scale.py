@@ -200,6 +200,35 @@ def test_better_chips_from_row_equal_recounted():
             refine._better_chips(traffic, b, block_chip, 6)
 
 
+def test_cores_to_try_in_the_order_of_traffic_then_index():
+    """The compiled order of cores to try equals: cores with room that the block's
+    neighbours are on, most traffic first (ties in the order met), then the other
+    cores with room in index order, up to a window of each."""
+    from partitioner.bestfit import cores_to_try, cores_with_room
+
+    rng = np.random.default_rng(11)
+    capacity = np.array([100, 100, 100, 100], dtype=np.int64)
+    for _ in range(200):
+        n_cores = int(rng.integers(1, 40))
+        usage = rng.integers(0, 100, (n_cores, 4))
+        closed = (rng.random(n_cores) < 0.1).astype(np.int64)
+        cores = np.sort(rng.choice(n_cores, int(rng.integers(1, n_cores + 1)),
+                                   replace=False)).astype(np.int64)
+        need = rng.integers(0, 40, 4)
+        near = rng.integers(0, n_cores, int(rng.integers(0, 30))).astype(np.int64)
+        weights = rng.integers(1, 4, near.size) * 0.5
+        window = int(rng.integers(1, 6))
+        roomy = cores_with_room(usage, closed, cores, need, capacity).tolist()
+        affinity = {}
+        for i, w in zip(near.tolist(), weights.tolist()):
+            if i in roomy:
+                affinity[i] = affinity.get(i, 0.0) + w
+        ranked = sorted(affinity, key=affinity.get, reverse=True)[:window]
+        others = [i for i in roomy if i not in affinity][:window]
+        found = cores_to_try(usage, closed, cores, need, capacity, near, weights, window)
+        assert found.tolist() == ranked + others
+
+
 def test_chip_traffic_with_replaced_rows_equals_recounted():
     graph = random_graph(900, seed=5)
     traffic = graph.symmetric_traffic()

@@ -12,12 +12,11 @@ from the plan and from a few random starts, keeping the result only if it is bet
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import scipy.sparse as sp
 
-from partitioner.bestfit import cores_with_room
+from partitioner.bestfit import cores_to_try, cores_with_room
 from partitioner.graph import RESOURCES
 from partitioner.packing import WINDOW
 from partitioner.strategies.common import chip_traffic
@@ -62,22 +61,13 @@ def _target_core(packed, b, cores, traffic):
     # A block that must be alone joins no core that has blocks.
     if not cores or packed.ctx.keys.info(b)[2]:
         return None
-    roomy = cores_with_room(packed.usage(), packed.alone_cores(),
-                            packed.chip_core_array(packed.core_chip[cores[0]]),
-                            packed.ctx.keys.shared_need()[b], packed.capacity)
-    if roomy.size == 0:
-        return None
-    bins = packed.cores
-    open_ = set(roomy.tolist())
     start, stop = traffic.indptr[b], traffic.indptr[b + 1]
-    affinity = {}
-    near = packed.block_core[traffic.indices[start:stop]].tolist()
-    for i, w in zip(near, traffic.data[start:stop].tolist()):
-        if i in open_:
-            affinity[i] = affinity.get(i, 0.0) + w
-    ranked = sorted(affinity, key=affinity.get, reverse=True)[:WINDOW]
-    others = (i for i in roomy.tolist() if i not in affinity)
-    for i in itertools.chain(ranked, itertools.islice(others, WINDOW)):
+    bins = packed.cores
+    for i in cores_to_try(packed.usage(), packed.alone_cores(),
+                          packed.chip_core_array(packed.core_chip[cores[0]]),
+                          packed.ctx.keys.shared_need()[b], packed.capacity,
+                          packed.block_core[traffic.indices[start:stop]],
+                          traffic.data[start:stop], WINDOW).tolist():
         if bins[i].fits(b):
             return i
     return None
