@@ -472,8 +472,10 @@ def print_results(results):
 
 
 def _print_baseline(results, baseline, label):
-    """Before and after: the same nengo-loihi models in an earlier run (``baseline``,
-    e.g. another version of the package), each against GreedyInterchip in its run."""
+    """Before and after: the same synthetic graphs and nengo-loihi models in an
+    earlier run (``baseline``, e.g. another version of the package), each against
+    plain METIS or GreedyInterchip in its run."""
+    _print_baseline_metis(results, baseline, label)
     before = {r["name"]: r for r in baseline if "gi" in r}
     rows = [(before[r["name"]], r) for r in results if "gi" in r and r["name"] in before]
     if not rows:
@@ -490,6 +492,26 @@ def _print_baseline(results, baseline, label):
               f"{b['ratio']:.2f} | {b['stages']['board_from_plan']:.2f} | {a['gi_s']:.2f} | "
               f"{a['ours_s']:.2f} | **{a['ratio']:.2f}** | "
               f"{a['stages']['board_from_plan']:.2f} | {'yes' if same else 'NO'} |")
+
+
+def _print_baseline_metis(results, baseline, label):
+    before = {r["name"]: r for r in baseline if "vs_metis" in r}
+    rows = [(before[r["name"]], r) for r in results
+            if "vs_metis" in r and r["name"] in before]
+    if not rows:
+        return
+    print(f"\n## {label} against this run: partition against plain METIS (each in its "
+          f"own run; median seconds)\n")
+    cols = ("pymetis s", "partition s", "partition / pymetis")
+    print("| model | blocks | " + " | ".join(f"{label}: {c}" for c in cols) + " | "
+          + " | ".join(f"this run: {c}" for c in cols) + " | same chips / cores / spikes |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for b, a in rows:
+        same = all(b["ours"][key] == a["ours"][key] for key in ("chips", "cores", "spikes"))
+        bm, am = b["vs_metis"], a["vs_metis"]
+        print(f"| {a['name']} | {a['blocks']:,} | {bm['metis_s']:.2f} | {bm['ours_s']:.2f} | "
+              f"{bm['ratio']:.1f} | {am['metis_s']:.2f} | {am['ours_s']:.2f} | "
+              f"**{am['ratio']:.1f}** | {'yes' if same else 'NO'} |")
 
 
 def plot(results, path, baseline=None, baseline_label="baseline"):
@@ -514,6 +536,12 @@ def plot(results, path, baseline=None, baseline_label="baseline"):
                 label="ours: partition (pack, cut, refine, place)")
         ax.plot(x, [r["vs_metis"]["metis_s"] for r in synthetic], "--s",
                 label="plain pymetis.part_graph, same parts")
+        old = sorted((r for r in baseline or [] if "vs_metis" in r),
+                     key=lambda r: r["blocks"])
+        if old:
+            ax.plot([r["blocks"] for r in old], [r["vs_metis"]["ours_s"] for r in old],
+                    "--o", color="tab:gray", alpha=0.7,
+                    label=f"ours, {baseline_label} (its run)")
         ax.set_title("synthetic graphs (random_graph, avg degree 8)")
     if nengo:
         ax, x = axes["nengo"], [r["blocks"] for r in nengo]

@@ -3,6 +3,8 @@
 Small synthetic graphs only; no timing assertions.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -374,6 +376,27 @@ def test_refine_keeps_rules_and_never_raises_traffic():
     assert removed >= 0
     assert _invalid_cores(graph, packed.cores) == []
     _check_indexes(packed)
+
+
+@pytest.mark.parametrize("max_fill", [0.35, 0.9, 1.0])
+def test_consolidation_screen_changes_no_result(monkeypatch, max_fill):
+    """The screen of cores that cannot be emptied (`refine._may_empty`) rejects only
+    cores whose tries would fail: consolidation removes the same cores without it."""
+    graph = _mixed_graph(3000, 21)
+    ctx = _context(graph, board="pohoiki_beach")
+    k = chip_lower_bound(graph, ctx.board) + 3
+    first = metis.chip_first(ctx, k)
+    refine.refine(first, ctx)
+    second = copy.deepcopy(first)
+    screened = refine._may_empty(first, np.arange(len(first.cores)),
+                                 np.zeros(len(first.cores), dtype=bool))
+    assert not screened.all()  # the screen has cores to reject here
+    removed = refine.consolidate(first, max_fill=max_fill)
+    monkeypatch.setattr(refine, "_may_empty",
+                        lambda packed, cores, closed: np.ones(cores.size, dtype=bool))
+    assert refine.consolidate(second, max_fill=max_fill) == removed
+    assert np.array_equal(first.block_core, second.block_core)
+    assert first.core_chip == second.core_chip
 
 
 @pytest.mark.parametrize("n, seed, board", [(3000, 14, "pohoiki_beach"),

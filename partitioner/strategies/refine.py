@@ -407,7 +407,14 @@ def _move(packed, b, dest, traffic, cap):
         b, dest, lambda blk, cores: _target_core(packed, blk, cores, traffic), cap)
 
 
-def consolidate(packed, max_fill=0.35):
+#: `consolidate` tries every core up to this full (largest used fraction of any
+#: resource). Trying only cores up to 35% full left cores that refinement had half
+#: emptied (modular_large on 8 chips: 1,014 cores instead of 997, the same traffic);
+#: the tries cost about 0.1 s at 100,000 blocks.
+MAX_FILL = 0.9
+
+
+def consolidate(packed, max_fill=MAX_FILL):
     """Empty lightly used cores into other cores on the same chip where possible.
 
     The lightest cores are tried first; each goes into the other cores of its chip,
@@ -434,6 +441,7 @@ def consolidate(packed, max_fill=0.35):
     alone = np.zeros(fill.size, dtype=bool)
     alone[packed.block_core[packed.ctx.graph.alone]] = True
     light = np.flatnonzero((fill <= max_fill) & ~alone)
+    light = light[_may_empty(packed, light, alone)]
     light = light[np.argsort(fill[light], kind="stable")]
     targets = _ChipTargets(packed)
     for core in [packed.cores[i] for i in light.tolist()]:
@@ -441,6 +449,53 @@ def consolidate(packed, max_fill=0.35):
         if packed.cores[i] is core and _empty_core(packed, i, targets):
             removed += 1
     return removed
+
+
+def _may_empty(packed, cores, closed):
+    """Of ``cores``, those whose every block may fit another core of its chip: per
+    resource, the most any of its blocks needs is within the most room any other
+    core of the chip that takes blocks (not ``closed``) has free, and all its blocks
+    need is within the room those cores have free together.
+
+    Emptying cores only fills the cores that stay, so a core this rejects at the
+    start of `consolidate` could never be emptied later either; the screen leaves
+    the result unchanged and spares the tries (most cores, when ``max_fill`` is
+    high).
+    """
+    if cores.size == 0:
+        return np.zeros(0, dtype=bool)
+    chips = packed._chips()
+    n_cores = chips.size
+    free = (packed.capacity - packed.usage()).clip(min=0)
+    free[closed] = 0
+    # The most and second most free room per chip and resource, and whose the most.
+    starts = np.searchsorted(np.sort(chips), np.arange(packed.n_chips + 1))
+    best = np.zeros((packed.n_chips, free.shape[1]), dtype=free.dtype)
+    second = np.zeros_like(best)
+    owner = np.full(best.shape, -1, dtype=np.int64)
+    size = np.diff(starts)
+    has, two = size > 0, size > 1
+    for r in range(free.shape[1]):
+        order = np.lexsort((-free[:, r], chips))
+        top = order[starts[:-1][has]]
+        best[has, r], owner[has, r] = free[top, r], top
+        second[two, r] = free[order[starts[:-1][two] + 1], r]
+    # The most each core's blocks need, per resource.
+    blocks = np.flatnonzero(np.isin(packed.block_core, cores))
+    blocks = blocks[np.argsort(packed.block_core[blocks], kind="stable")]
+    need = packed.ctx.keys.shared_need()[blocks]
+    core_of = packed.block_core[blocks]
+    first = np.flatnonzero(np.r_[True, core_of[1:] != core_of[:-1]])
+    most = np.zeros((n_cores, free.shape[1]), dtype=need.dtype)
+    most[core_of[first]] = np.maximum.reduceat(need, first, axis=0)
+    total = np.zeros((n_cores, free.shape[1]), dtype=need.dtype)
+    total[core_of[first]] = np.add.reduceat(need, first, axis=0)
+    chip_free = np.zeros_like(best)
+    np.add.at(chip_free, chips, free)
+    chip = chips[cores]
+    room = np.where(owner[chip] == cores[:, None], second[chip], best[chip])
+    return (np.all(most[cores] <= room, axis=1) &
+            np.all(total[cores] <= chip_free[chip] - free[cores], axis=1))
 
 
 def _empty_core(packed, i, targets=None):
