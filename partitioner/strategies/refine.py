@@ -12,7 +12,6 @@ from the plan and from a few random starts, keeping the result only if it is bet
 
 from __future__ import annotations
 
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -143,7 +142,7 @@ def _block_passes(packed, ctx, cap, keep_chips, max_passes):
                 better_of.pop(b, None)
         to_chip.sort_indices()
         candidates = _improving_blocks(to_chip, block_chip)
-        # Blocks next to a block moved in this pass: their row of to_chip is stale.
+        # Blocks moved in this pass or next to one: their row of to_chip is stale.
         stale = np.zeros(block_chip.size, dtype=bool)
         moves = 0
         for b in candidates.tolist():
@@ -468,7 +467,8 @@ def _may_empty(packed, cores, closed):
     n_cores = chips.size
     free = (packed.capacity - packed.usage()).clip(min=0)
     free[closed] = 0
-    # The most and second most free room per chip and resource, and whose the most.
+    # Per chip and resource: the most free room of a core, which core has it, and
+    # the second most (the most of the other cores, for that core).
     starts = np.searchsorted(np.sort(chips), np.arange(packed.n_chips + 1))
     best = np.zeros((packed.n_chips, free.shape[1]), dtype=free.dtype)
     second = np.zeros_like(best)
