@@ -173,15 +173,16 @@ def plain_metis(graph, k, seed=0):
     import numpy as np
     import pymetis
 
+    from partitioner.strategies.metis import metis_adjacency
+
     traffic = graph.symmetric_traffic()
-    xadj = traffic.indptr.astype(np.int64)
-    adjncy = traffic.indices.astype(np.int64)
+    adjacency = metis_adjacency(traffic.indptr, traffic.indices)
     data = traffic.data
     scale = 1e6 / max(float(data.max()), 1e-12) if data.size else 1.0
     eweights = np.maximum(1, np.round(data * scale)).astype(np.int64)
     start = time.perf_counter()
     if k > 1:
-        pymetis.part_graph(k, xadj=xadj, adjncy=adjncy, eweights=eweights,
+        pymetis.part_graph(k, **adjacency, eweights=eweights,
                            options=pymetis.Options(seed=seed))
     return time.perf_counter() - start
 

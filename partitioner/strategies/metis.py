@@ -37,7 +37,8 @@ from partitioner.strategies.common import (
     pack_by_chip,
 )
 
-__all__ = ["metis_parts", "repair_overfull", "chip_first", "core_first", "metis"]
+__all__ = ["metis_parts", "metis_adjacency", "repair_overfull", "chip_first", "core_first",
+           "metis"]
 
 #: METIS needs integer weights; sizes are scaled to this many units per core.
 SIZE_UNITS = 1000
@@ -55,6 +56,16 @@ DISSOLVE_TRIES = 4
 #: (each the cheapest for its number of rows).
 FEW_ROWS = 16
 MANY_ROWS = 2048
+
+
+def metis_adjacency(indptr, indices):
+    """Keyword arguments giving `pymetis.part_graph` a graph in CSR form: a
+    ``CSRAdjacency`` where pymetis has it (from 2025; it deprecates ``xadj`` and
+    ``adjncy``), else ``xadj`` and ``adjncy``."""
+    indptr, indices = np.asarray(indptr, np.int64), np.asarray(indices, np.int64)
+    if hasattr(pymetis, "CSRAdjacency"):
+        return {"adjacency": pymetis.CSRAdjacency(indptr, indices)}
+    return {"xadj": indptr, "adjncy": indices}
 
 
 def _integer_edge_weights(data):
@@ -96,8 +107,7 @@ def metis_call(traffic, sizes, k, ctx, pins, fill):
     with _c_stdout_dropped():
         _, parts = pymetis.part_graph(
             k,
-            xadj=traffic.indptr.astype(np.int64),
-            adjncy=traffic.indices.astype(np.int64),
+            **metis_adjacency(traffic.indptr, traffic.indices),
             vweights=vweights,
             eweights=_integer_edge_weights(traffic.data),
             options=opts,
