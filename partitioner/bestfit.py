@@ -398,16 +398,16 @@ def cores_to_try(usage, closed, cores, need, capacity, near, weights, window):
 
 @njit(cache=True)
 def first_with_room(groups, then, room, res, out, targets, weights, slots, lengths,
-                    usage, cap, staged, staged_used, window):
+                    usage, closed, cap, staged, staged_used, window):
     """The first ``window`` cores with room for a block, taken group by group.
 
     Groups are visited in ``groups`` order, then every group ``g`` with ``then[g]``
-    in index order; the cores of a group in ``slots`` order. A core of group ``g``
-    has room when its usage plus ``res`` plus ``out`` output axon entries, plus one
-    per ``weights`` of the block's ``targets`` (the groups of its axons' targets)
-    not in ``g``, stays within ``cap``. A group whose ``room`` row (the most any of
-    its cores has free, per resource) already lacks it is skipped; ``room`` with no
-    rows skips none.
+    in index order; the cores of a group in ``slots`` order, except ``closed`` ones.
+    A core of group ``g`` has room when its usage plus ``res`` plus ``out`` output
+    axon entries, plus one per ``weights`` of the block's ``targets`` (the groups of
+    its axons' targets) not in ``g``, stays within ``cap``. A group whose ``room`` row
+    (the most any of its cores has free, per resource) already lacks it is skipped;
+    ``room`` with no rows skips none.
 
     With array operations this costs a dozen per group read and as many over all
     groups per block: 0.2-0.4 ms per block at 300,000 blocks (519 chips), most of
@@ -428,6 +428,9 @@ def first_with_room(groups, then, room, res, out, targets, weights, slots, lengt
         Core indices of each group; ``lengths`` of each row are used.
     lengths : (g,) int64 array
     usage : (n_cores, 4) int64 array
+    closed : (n_cores,) int array
+        Nonzero for cores that take no other block (they hold one that must be
+        alone): never found.
     cap : (4,) int64 array
     staged, staged_used : (s,) and (s, 4) int64 arrays
         Cores whose usage is ``staged_used`` instead of their row of ``usage``.
@@ -470,6 +473,8 @@ def first_with_room(groups, then, room, res, out, targets, weights, slots, lengt
                 continue
         for k in range(lengths[g]):
             c = slots[g, k]
+            if closed[c]:
+                continue
             s = -1
             for t in range(staged.size):
                 if staged[t] == c:

@@ -231,6 +231,54 @@ def test_cores_to_try_in_the_order_of_traffic_then_index():
         assert found.tolist() == ranked + others
 
 
+def test_first_with_room_equals_a_plain_scan():
+    """The compiled search for the first cores with room (repair and consolidation)
+    equals a plain scan: groups in order, then the others, cores in slot order,
+    closed cores skipped, staged usage in place of the stored one, entries to
+    targets outside the group charged."""
+    from partitioner.bestfit import first_with_room
+
+    rng = np.random.default_rng(12)
+    cap = np.array([50, 50, 50, 50], dtype=np.int64)
+    for _ in range(300):
+        n_groups, n_cores = int(rng.integers(1, 6)), int(rng.integers(1, 30))
+        usage = rng.integers(0, 50, (n_cores, 4))
+        closed = (rng.random(n_cores) < 0.2).astype(np.int64)
+        group_of = rng.integers(0, n_groups, n_cores)
+        lengths = np.bincount(group_of, minlength=n_groups)
+        slots = np.full((n_groups, max(int(lengths.max()), 1)), -1, dtype=np.int64)
+        for g in range(n_groups):
+            slots[g, :lengths[g]] = rng.permutation(np.flatnonzero(group_of == g))
+        groups = rng.permutation(n_groups)[:int(rng.integers(0, n_groups + 1))]
+        then = rng.random(n_groups) < 0.5
+        res = rng.integers(0, 20, 4)
+        out = int(rng.integers(0, 5))
+        targets = rng.integers(0, n_groups, int(rng.integers(0, 4)))
+        weights = rng.integers(1, 4, targets.size)
+        staged = rng.choice(n_cores, int(rng.integers(0, min(3, n_cores) + 1)),
+                            replace=False).astype(np.int64)
+        staged_used = rng.integers(0, 50, (staged.size, 4))
+        room = np.zeros((0, 4), dtype=np.int64)
+        window = int(rng.integers(1, 5))
+        expected = []
+        order = list(groups) + [g for g in range(n_groups) if then[g]]
+        for g in order:
+            far = int(weights[targets != g].sum())
+            for c in slots[g, :lengths[g]]:
+                if closed[c]:
+                    continue
+                used = staged_used[list(staged).index(c)] if c in staged else usage[c]
+                need = res.copy()
+                need[2] += out + far
+                if np.all(used + need <= cap):
+                    expected.append((int(c), int(g), far))
+        expected = expected[:window]
+        cores, found_groups, extra = first_with_room(
+            groups.astype(np.int64), then, room, res, out, targets, weights, slots,
+            lengths, usage, closed, cap, staged, staged_used, window)
+        assert list(zip(cores.tolist(), found_groups.tolist(), extra.tolist())) == expected
+
+
 def test_chip_traffic_with_replaced_rows_equals_recounted():
     graph = random_graph(900, seed=5)
     traffic = graph.symmetric_traffic()

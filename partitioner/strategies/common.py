@@ -792,7 +792,8 @@ class _TargetScan:
             staged, staged_used = _NO_SENDERS[0], _NO_ROOM
         cores, groups, extras = first_with_room(
             self.groups, self.then, self.room, res, out, targets, weights, self.slots,
-            self.lengths, packed.usage(), self.cap, staged, staged_used, WINDOW)
+            self.lengths, packed.usage(), packed.alone_cores(), self.cap, staged,
+            staged_used, WINDOW)
         last = -1
         for j, group, extra in zip(cores.tolist(), groups.tolist(), extras.tolist()):
             if self.entries and group != last:

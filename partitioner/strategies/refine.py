@@ -551,7 +551,7 @@ class _ChipTargets:
             fill = (used / packed.capacity).max(axis=1, initial=0.0)
             order = np.argsort(-fill, kind="stable")
             cores, used = cores[order], used[order]
-            alone = np.array([packed.cores[j].alone for j in cores.tolist()], dtype=bool)
+            alone = packed.alone_cores()[cores].astype(bool)
             found = self.found[chip] = (cores, used, (packed.capacity - used).clip(min=0),
                                         alone)
         return found
