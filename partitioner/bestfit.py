@@ -12,7 +12,8 @@ voltage limits, compatible noise, blocks alone on their core, and the config tab
 (a core's table holds the union of its blocks' keys, at most its capacity).
 
 `first_with_room` finds the cores a block is checked against when existing cores
-take the blocks of a core being emptied (`strategies.common.Packed.absorb_chips`).
+take the blocks of a core being emptied (`strategies.common.Packed.absorb` and
+`Packed.absorb_chips`).
 """
 
 from __future__ import annotations

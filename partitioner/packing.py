@@ -640,13 +640,6 @@ def best_fit_many(graph, parts, limits=None, keys=None):
             for order, (cores, _, full), bound in zip(orders, packing.parts, bounds)]
 
 
-def _compiled_best_fit(graph, limits, keys, orders, max_cores=None):
-    """``(cores, unplaced, full)`` of each of ``orders`` packed best fit
-    (`bestfit.pack_parts`); ``full``: some core filled a config table that can set
-    the cores' bound (`_CompiledParts.table_bounds` gives None otherwise)."""
-    return _CompiledParts(graph, limits, keys, orders, max_cores).parts
-
-
 #: Config tables whose keys can set the cores' lower bound: those a block uses
 #: alike at every offset (the synapse formats widen at an offset above 0).
 _BOUNDING = [t for t, (_, kind, _) in enumerate(_TABLES) if kind != "synapse_cfgs"]
@@ -681,8 +674,9 @@ class _CompiledParts:
         placed = core_of >= 0
         blocks, owner = self.flat[placed], core_of[placed]
         members = blocks[np.argsort(owner, kind="stable")]
-        ends = np.cumsum(np.bincount(owner, minlength=n_cores))
-        starts = ends - np.bincount(owner, minlength=n_cores)
+        counts = np.bincount(owner, minlength=n_cores)
+        ends = np.cumsum(counts)
+        starts = ends - counts
         interchip = np.bincount(owner, keys.extra[blocks], n_cores).astype(np.int64)
         #: Voltage-limit setting of each core (that of its first block).
         self.core_key = graph.core_key[members[starts]] if n_cores else \

@@ -173,7 +173,7 @@ def test_compiled_best_fit_equals_best_fit_with_corebin(graph):
     parts = _parts(graph, 5, seed=2)
     orders = [packing._decreasing(p, keys.sizes(limits)) for p in parts]
     for order, (cores, unplaced, _) in zip(
-            orders, packing._compiled_best_fit(graph, limits, keys, orders)):
+            orders, packing._CompiledParts(graph, limits, keys, orders).parts):
         expected = _reference_best_fit(graph, order, limits, keys)
         assert unplaced == []
         assert [c.blocks for c in cores] == [c.blocks for c in expected]

@@ -317,11 +317,6 @@ class Packed:
         return _entry_changes(m.indptr, m.indices, m.data, c.indptr, c.indices, c.data,
                               self.block_core, self._chips(), int(b), int(dest))
 
-    def senders_fit(self, senders, delta):
-        """Whether the cores of ``senders`` stay within their output axon entries after
-        their extra entries change by ``delta``."""
-        return self.entries_fit(senders, delta)
-
     def shift_entries(self, senders, delta):
         """Apply the change of `entry_changes` to the senders and their cores."""
         keys = self.ctx.keys
@@ -369,7 +364,7 @@ class Packed:
             keys.set_block_extra(b, before)
             return False
         # The senders' cores are checked last: most moves fail for want of a core.
-        if not self.senders_fit(senders, delta):
+        if not self.entries_fit(senders, delta):
             keys.set_block_extra(b, before)
             return False
         self.shift_entries(senders, delta)
@@ -457,32 +452,19 @@ class Packed:
         """``(senders, delta)``: the blocks of core ``i``'s chip, on other cores, with
         axons into core ``i``'s blocks, and the entries each such axon adds to them
         when the blocks leave the chip (wherever they go; a sender may repeat)."""
-        c = self.ctx.graph.interchip_entries_csc
-        idx, _ = _row_entries(c.indptr, np.asarray(self._cores[i].blocks, dtype=np.int64))
-        senders = c.indices[idx].astype(np.int64)
-        keep = (self.block_core[senders] != i) & \
-            (self.block_chip(senders) == self._core_chip[i])
-        return senders[keep], c.data[idx][keep].astype(np.int64)
+        return _Departure(self, i).left_behind()
 
     def can_leave_chip(self, i):
         """Whether all of core ``i``'s blocks may leave its chip: the cores of the
         blocks left behind that send to them (one more entry per axon) stay within
         their output axon entries. Where they go does not matter for these."""
-        return self.entries_fit(*self.left_behind(i))
+        return _Departure(self, i).can_leave()
 
     def entries_on_chips(self, i, n_chips):
         """(n_chips,) output axon entries core ``i`` would need on each chip, were it
         moved there whole (its blocks' targets on that chip, or on core ``i``, take
         no extra entry)."""
-        m = self.ctx.graph.interchip_entries
-        blocks = np.asarray(self._cores[i].blocks, dtype=np.int64)
-        idx, _ = _row_entries(m.indptr, blocks)
-        targets, weights = m.indices[idx], m.data[idx]
-        outside = self.block_core[targets] != i
-        targets, weights = targets[outside], weights[outside]
-        reach = np.bincount(self.block_chip(targets), weights=weights, minlength=n_chips)
-        base = self.usage()[i, OUT_AXONS] - self._cores[i].interchip
-        return (base + weights.sum() - reach[:n_chips]).astype(np.int64)
+        return _Departure(self, i).entries_on_chips(n_chips)
 
     def move_core_checked(self, i, chip, check=True):
         """Put core ``i`` on ``chip`` if every core stays within its output axon
@@ -490,16 +472,7 @@ class Packed:
         that send to it. Entries are updated; returns whether it moved. With
         ``check=False`` the core moves whatever the entries (they are still
         counted)."""
-        blocks = np.asarray(self._cores[i].blocks, dtype=np.int64)
-        own, senders, delta = self.group_entry_changes(blocks,
-                                                       np.full(blocks.size, int(chip)))
-        if check and (self.usage()[i, OUT_AXONS] + own.sum() > self.ctx.limits.out_axons
-                      or not self.entries_fit(senders, delta)):
-            return False
-        self.move_core(i, chip)
-        self.shift_entries(*_nonzero(np.concatenate([blocks, senders]),
-                                     np.concatenate([own, delta])))
-        return True
+        return _Departure(self, i).move(int(chip), check)
 
     # ------------------------------------------------------------ changes
     def move_core(self, i, chip):
@@ -737,6 +710,67 @@ def _nonzero(blocks, delta):
     """``(blocks, delta)`` without the blocks whose change is 0."""
     keep = delta != 0
     return blocks[keep], delta[keep]
+
+
+class _Departure:
+    """Core ``i`` leaving its chip whole: the axons of its blocks to blocks outside
+    it and the axons into them from outside, read once for the questions
+    `Packed.can_leave_chip`, `Packed.entries_on_chips` and
+    `Packed.move_core_checked` answer (they ask one each; `repair_overfull` keeps
+    one for all three)."""
+
+    def __init__(self, packed, i):
+        g = packed.ctx.graph
+        self.packed, self.i = packed, i
+        self.blocks = np.asarray(packed.cores[i].blocks, dtype=np.int64)
+        self.chip = packed.core_chip[i]
+        targets, weights, lengths = _rows_of(g.interchip_entries, self.blocks.tolist())
+        outside = packed.block_core[targets] != i
+        self.owner = np.repeat(np.arange(self.blocks.size), lengths)[outside]
+        self.weights = weights[outside].astype(np.int64)
+        self.target_chips = packed.block_chip(targets[outside])
+        senders, weights, _ = _rows_of(g.interchip_entries_csc, self.blocks.tolist())
+        outside = packed.block_core[senders] != i
+        self.senders = senders[outside].astype(np.int64)
+        self.sender_weights = weights[outside].astype(np.int64)
+        self.sender_chips = packed.block_chip(self.senders)
+
+    def left_behind(self):
+        """`Packed.left_behind`: the senders on the core's chip and their entries."""
+        behind = self.sender_chips == self.chip
+        return self.senders[behind], self.sender_weights[behind]
+
+    def can_leave(self):
+        """`Packed.can_leave_chip`: whether the cores of the senders left behind keep
+        their entries."""
+        return self.packed.entries_fit(*self.left_behind())
+
+    def entries_on_chips(self, n_chips):
+        """`Packed.entries_on_chips`: (n_chips,) the core's entries on each chip."""
+        packed = self.packed
+        reach = np.bincount(self.target_chips, weights=self.weights, minlength=n_chips)
+        base = packed.usage()[self.i, OUT_AXONS] - packed.cores[self.i].interchip
+        return (base + self.weights.sum() - reach[:n_chips]).astype(np.int64)
+
+    def move(self, dest, check=True):
+        """`Packed.move_core_checked`: move the core to chip ``dest`` if every core
+        keeps its entries (counted and updated); whether it moved."""
+        packed = self.packed
+        far = np.where(self.target_chips != dest, self.weights, 0)
+        own = np.bincount(self.owner, weights=far, minlength=self.blocks.size)
+        own = own.astype(np.int64) - packed.ctx.keys.extra[self.blocks]
+        moving = dest != self.chip  # to its own chip: no sender's entries change
+        behind = (self.sender_chips == self.chip) & moving
+        joined = (self.sender_chips == dest) & moving
+        senders = self.senders[behind | joined]
+        delta = np.where(behind, self.sender_weights, -self.sender_weights)[behind | joined]
+        if check and (packed.usage()[self.i, OUT_AXONS] + own.sum() >
+                      packed.ctx.limits.out_axons or not packed.entries_fit(senders, delta)):
+            return False
+        packed.move_core(self.i, dest)
+        packed.shift_entries(*_nonzero(np.concatenate([self.blocks, senders]),
+                                       np.concatenate([own, delta])))
+        return True
 
 
 class _TargetScan:

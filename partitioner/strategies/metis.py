@@ -30,7 +30,7 @@ from partitioner.strategies.common import (
     OUT_AXONS,
     ChipRoom,
     Packed,
-    _nonzero,
+    _Departure,
     _row_entries,
     _rows_of,
     interchip_spikes,
@@ -334,61 +334,6 @@ def _move_core(packed, leaving, flow, has_room):
             if leaving.move(dest):
                 return dest
     return None
-
-
-class _Departure:
-    """Core ``i`` leaving its chip whole: the axons of its blocks to blocks outside
-    it and the axons into them from outside, read once for the questions
-    `Packed.can_leave_chip`, `Packed.entries_on_chips` and
-    `Packed.move_core_checked` answer (with the same answers)."""
-
-    def __init__(self, packed, i):
-        g = packed.ctx.graph
-        self.packed, self.i = packed, i
-        self.blocks = np.asarray(packed.cores[i].blocks, dtype=np.int64)
-        self.chip = packed.core_chip[i]
-        targets, weights, lengths = _rows_of(g.interchip_entries, self.blocks.tolist())
-        outside = packed.block_core[targets] != i
-        self.owner = np.repeat(np.arange(self.blocks.size), lengths)[outside]
-        self.weights = weights[outside].astype(np.int64)
-        self.target_chips = packed.block_chip(targets[outside])
-        senders, weights, _ = _rows_of(g.interchip_entries_csc, self.blocks.tolist())
-        outside = packed.block_core[senders] != i
-        self.senders = senders[outside].astype(np.int64)
-        self.sender_weights = weights[outside].astype(np.int64)
-        self.sender_chips = packed.block_chip(self.senders)
-
-    def can_leave(self):
-        """`Packed.can_leave_chip`: whether the cores of the senders left behind keep
-        their entries."""
-        behind = self.sender_chips == self.chip
-        return self.packed.entries_fit(self.senders[behind], self.sender_weights[behind])
-
-    def entries_on_chips(self, n_chips):
-        """`Packed.entries_on_chips`: (n_chips,) the core's entries on each chip."""
-        packed = self.packed
-        reach = np.bincount(self.target_chips, weights=self.weights, minlength=n_chips)
-        base = packed.usage()[self.i, OUT_AXONS] - packed.cores[self.i].interchip
-        return (base + self.weights.sum() - reach[:n_chips]).astype(np.int64)
-
-    def move(self, dest):
-        """`Packed.move_core_checked`: move the core to chip ``dest`` if every core
-        keeps its entries (counted and updated); whether it moved."""
-        packed = self.packed
-        far = np.where(self.target_chips != dest, self.weights, 0)
-        own = np.bincount(self.owner, weights=far, minlength=self.blocks.size)
-        own = own.astype(np.int64) - packed.ctx.keys.extra[self.blocks]
-        behind = self.sender_chips == self.chip
-        joined = self.sender_chips == dest
-        senders = self.senders[behind | joined]
-        delta = np.where(behind, self.sender_weights, -self.sender_weights)[behind | joined]
-        if (packed.usage()[self.i, OUT_AXONS] + own.sum() > packed.ctx.limits.out_axons
-                or not packed.entries_fit(senders, delta)):
-            return False
-        packed.move_core(self.i, dest)
-        packed.shift_entries(*_nonzero(np.concatenate([self.blocks, senders]),
-                                       np.concatenate([own, delta])))
-        return True
 
 
 def _most_first(flow, among):
